@@ -1,0 +1,79 @@
+/*
+ * message.h: one message in flight: its id, its envelope (sender, recipients with their
+ * per-recipient DSN parameters), where it came from, and its body chain while it is received.
+ *
+ * Ownership: the session owns the message while it is received; spool_commit() takes it. The
+ * body chain is an evbuffer the session moves input chains into (never copied byte by byte).
+ */
+#ifndef PETREL_MESSAGE_H
+#define PETREL_MESSAGE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include "petrel/smtp/parser.h"
+
+#define MESSAGE_ID_LEN 16 /* lowercase hex characters */
+
+struct evbuffer;
+
+struct message_rcpt {
+	char *addr;		/* mailbox as received, without <> ("Postmaster" for <Postmaster>) */
+	unsigned notify;	/* enum smtp_dsn_notify bits */
+	char *orcpt;		/* RFC 3461 ORCPT as received (addr-type;xtext), or NULL */
+};
+
+struct message {
+	char id[MESSAGE_ID_LEN + 1];	/* unique, sortable by arrival */
+	struct timeval arrival;
+	char client_addr[64];		/* numeric peer address */
+	char *helo;			/* HELO/EHLO argument, validated by the parser */
+	const char *protocol;		/* "SMTP", "ESMTP" (static string) */
+
+	char *from;			/* reverse path without <> ("" for the null path) */
+	enum smtp_body_type body_type;
+	bool smtputf8;
+	enum smtp_dsn_ret ret;
+	char *envid;			/* xtext or NULL */
+
+	struct message_rcpt *rcpts;
+	size_t nrcpts;
+	size_t rcpts_alloc;
+
+	struct evbuffer *body;		/* received bytes not yet written to the spool file */
+	uint64_t body_size;		/* bytes of body stored so far (wire form) */
+	int fd;				/* spool file in tmp/ while being written, else -1 */
+};
+
+/* A new, empty message with a fresh id and arrival time; NULL on allocation failure. */
+struct message *message_new(void);
+void message_free(struct message *msg);
+
+/* Set fields, copying the strings. Return 0 or -1 (ENOMEM). */
+int message_set_from(struct message *msg, const char *from);
+int message_set_helo(struct message *msg, const char *helo, size_t len);
+int message_set_envid(struct message *msg, const char *envid);
+int message_add_rcpt(struct message *msg, const char *addr, unsigned notify, const char *orcpt);
+
+/*
+ * Fill id with a new message id: 16 lowercase hex digits of (microseconds since the epoch << 8 |
+ * sequence), strictly increasing within the process even if the clock steps back, so ids sort
+ * by arrival. `now` may be NULL (gettimeofday). Exposed for tests.
+ */
+void message_id_new(char id[MESSAGE_ID_LEN + 1], const struct timeval *now);
+
+/* Is this a well-formed message id (16 lowercase hex digits)? */
+bool message_id_valid(const char *id);
+
+/*
+ * Write the Received: trace header (RFC 5321 §4.4) into buf; `by` is our host name, `with` the
+ * protocol keyword (ESMTP, ESMTPS, ...). "for <rcpt>" is added when there is one recipient.
+ * Returns the length or 0 if it does not fit.
+ */
+size_t message_received_header(const struct message *msg, const char *by, char *buf,
+			       size_t bufsize);
+
+#endif

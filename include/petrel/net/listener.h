@@ -1,0 +1,36 @@
+/*
+ * net/listener.h: listening sockets (IPv4/IPv6, one per `listen:` entry) and non-blocking
+ * accept. Knows nothing of SMTP: each accepted socket goes to the callback with its role.
+ *
+ * Backlog 1024 (the kernel caps it at net.core.somaxconn). When accept fails for lack of file
+ * descriptors the listener pauses for 100 ms instead of spinning.
+ */
+#ifndef PETREL_NET_LISTENER_H
+#define PETREL_NET_LISTENER_H
+
+#include <sys/socket.h>
+
+#include <event2/util.h>
+
+#include "petrel/config.h"
+
+#define LISTENER_BACKLOG 1024
+
+struct event_base;
+struct listener;
+
+/* Takes ownership of fd. */
+typedef void (*listener_accept_cb)(void *arg, evutil_socket_t fd, const struct sockaddr *sa,
+				   socklen_t salen, const struct config_listen *entry);
+
+/*
+ * Bind and listen on entry->addr. Returns NULL and sets *err (malloc'd) on failure. `entry`
+ * must outlive the listener. The bound address (port 0 resolved) is logged.
+ */
+struct listener *listener_new(struct event_base *base, const struct config_listen *entry,
+			      listener_accept_cb cb, void *arg, char **err);
+
+/* Stop accepting, close the socket. */
+void listener_free(struct listener *l);
+
+#endif

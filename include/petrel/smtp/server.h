@@ -1,0 +1,63 @@
+/*
+ * smtp/server.h: the inbound SMTP service: listeners, connection limits, the set of live
+ * sessions, and graceful shutdown. Sessions (smtp/session.h) do the protocol.
+ *
+ * Owns: its listeners, the per-IP table and every session (through the session list).
+ * Borrows: the config and the spool, which outlive it.
+ */
+#ifndef PETREL_SMTP_SERVER_H
+#define PETREL_SMTP_SERVER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "petrel/config.h"
+
+struct event_base;
+struct spool;
+struct smtp_session;
+
+struct smtp_server_stats {
+	uint64_t connections;		/* accepted and served */
+	uint64_t refused_limit;		/* refused by max_connections / per-IP limit */
+	uint64_t messages;		/* accepted with 250 */
+	uint64_t bytes;			/* message bytes accepted */
+	uint64_t rejected;		/* transactions refused after DATA/BDAT */
+};
+
+struct smtp_server {
+	struct event_base *base;
+	const struct petrel_config *cfg;	/* borrowed */
+	struct spool *spool;			/* borrowed */
+	struct listener **listeners;
+	size_t nlisteners;
+	struct conn_table *per_ip;
+	struct smtp_session *sessions;		/* doubly linked list of live sessions */
+	unsigned nsessions;
+	uint64_t next_session_id;
+	bool shutting_down;
+	void (*drained_cb)(void *arg);		/* called once when shutting down and empty */
+	void *drained_arg;
+	struct smtp_server_stats stats;
+};
+
+struct smtp_server *smtp_server_new(struct event_base *base, const struct petrel_config *cfg,
+				    struct spool *spool);
+
+/* Bind every `listen:` entry. Returns 0, or -1 with *err (malloc'd). */
+int smtp_server_listen(struct smtp_server *srv, char **err);
+
+/*
+ * Graceful stop: close the listeners, tell idle sessions 421 and close them, let sessions that
+ * are receiving or committing a message finish that message (then 421). `drained` runs once,
+ * from the loop, when no session is left.
+ */
+void smtp_server_shutdown(struct smtp_server *srv, void (*drained)(void *arg), void *arg);
+
+/* Close every session at once (421) — the end of the shutdown grace period. */
+void smtp_server_abort_all(struct smtp_server *srv);
+
+/* Free (sessions must be gone: shutdown + drained, or abort_all). */
+void smtp_server_free(struct smtp_server *srv);
+
+#endif

@@ -1,0 +1,115 @@
+/*
+ * spool.h: the durable spool. A message acknowledged with 250 is a file under queue/.
+ *
+ * Layout under the spool directory:
+ *   tmp/<id>     a message being received or waiting for its sync; never delivered, removed at
+ *                start-up (its client never got a 250)
+ *   queue/<id>   a committed message: the file is synced and its directory entry too
+ *
+ * File format (text, greppable; "petrel-spool 1" is the version line):
+ *   petrel-spool 1
+ *   id 018f3a5c2b7d4e00
+ *   arrival 1763932800.123456
+ *   client 127.0.0.1
+ *   helo client.example.org
+ *   protocol ESMTP
+ *   from <sender@example.org>            ("from <>" for the null reverse path)
+ *   body 8BITMIME                        (optional: 7BIT | 8BITMIME)
+ *   smtputf8                             (optional)
+ *   ret FULL                             (optional: FULL | HDRS)
+ *   envid xtext                          (optional)
+ *   rcpt notify=SUCCESS,FAILURE orcpt=rfc822;a@b <a@b>   (one line per recipient; the
+ *                                        key=value words are optional, the path comes last)
+ *   <empty line>
+ *   the message exactly as it came in DATA: CRLF lines, dot-stuffed, without the final
+ *   ".\r\n", starting with petrel's Received: header. BDAT content is stored in the same
+ *   form (stuffed at the edge), so relaying sends the file as it is.
+ *
+ * Durability (durability: fsync): the file is written in tmp/ from the body chain with
+ * writev(), then a helper thread that does nothing but sync commits whole batches at once
+ * (group commit): one syncfs(2) for all the files of the batch, rename(2) of each into queue/,
+ * one fsync(2) of queue/. Only then does the loop hear "committed" and the session send 250.
+ * The loop never waits on the disk. With durability: none the rename happens at once and
+ * nothing is synced (benchmarks only).
+ */
+#ifndef PETREL_SPOOL_H
+#define PETREL_SPOOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "petrel/config.h"
+
+struct event_base;
+struct evbuffer;
+struct message;
+struct spool;
+struct spool_job;
+
+/*
+ * Open (creating if needed) the spool at cfg->spool, remove what tmp/ holds, start the sync
+ * thread. Returns NULL and sets *err (malloc'd) on failure.
+ */
+struct spool *spool_open(struct event_base *base, const char *dir,
+			 enum config_durability durability, char **err);
+
+/* Wait for every pending commit to complete (callbacks run), stop the thread, free. */
+void spool_close(struct spool *sp);
+
+/*
+ * Write the envelope and `header` (the Received: line) for msg into tmp/<id>. Keeps the file
+ * open in msg-private state inside the spool; returns 0 or -1 (errno set).
+ */
+int spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen);
+
+/* Append and drain everything in msg->body (writev from the chain). 0 or -1 (errno set). */
+int spool_msg_write(struct spool *sp, struct message *msg);
+
+/*
+ * Called on the loop thread when the commit is done: ok is true when the message is durable in
+ * queue/, false when it failed (nothing is left on disk then).
+ */
+typedef void (*spool_commit_cb)(void *arg, const char *id, bool ok);
+
+/*
+ * Finish msg: write what remains in msg->body, close the file, and queue it for sync. Takes
+ * ownership of msg (it is freed by the spool). cb runs later, from the event loop, never from
+ * inside this call. Returns a job handle (owned by the spool) for spool_job_cancel(), or NULL if
+ * the write failed at once (then nothing is on disk, msg is freed, and cb is not called).
+ */
+struct spool_job *spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb,
+				   void *arg);
+
+/* The caller goes away: cb will not be called for this job (the commit itself proceeds). */
+void spool_job_cancel(struct spool_job *job);
+
+/* Drop a message being received (connection lost, message refused): close, unlink. Frees msg. */
+void spool_msg_abort(struct spool *sp, struct message *msg);
+
+/* A message found in queue/ at start-up. */
+struct spool_entry {
+	char id[17];
+	char from[260];
+	unsigned nrcpts;
+	uint64_t size;		/* bytes of message data (after the envelope) */
+};
+
+typedef void (*spool_scan_cb)(void *arg, const struct spool_entry *e);
+
+/* List queue/ (sorted by id). Returns the count, or -1 on error. Malformed files are logged
+ * and skipped (never deleted). */
+long spool_scan(struct spool *sp, spool_scan_cb cb, void *arg);
+
+/* Parse the envelope of one spool file; 0 or -1. Exposed for tests and tools. */
+int spool_read_entry(int dirfd, const char *name, struct spool_entry *e);
+
+/* Counters for logs and stats. */
+struct spool_stats {
+	uint64_t commits;	/* messages committed */
+	uint64_t batches;	/* sync batches */
+	uint64_t failures;	/* commits that failed */
+};
+void spool_get_stats(const struct spool *sp, struct spool_stats *out);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * main.c: petrel's entry point: arguments, config, signals, wiring of the modules, and the
+ * event loop. One process, one thread for the protocol (plus the spool's sync thread).
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <event2/event.h>
+#include <event2/thread.h>
+
+#include "petrel/config.h"
+#include "petrel/log.h"
+#include "petrel/smtp/server.h"
+#include "petrel/spool.h"
+
+#ifndef PETREL_DEFAULT_CONFIG
+#define PETREL_DEFAULT_CONFIG "/etc/petrel/petrel.yaml"
+#endif
+
+#define PETREL_SHUTDOWN_GRACE 30 /* seconds for sessions to finish their message */
+#define PETREL_SPOOL_LIST_MAX 1000 /* recovered messages logged one by one */
+
+struct petrel {
+	struct event_base *base;
+	struct petrel_config *cfg;
+	struct spool *spool;
+	struct smtp_server *srv;
+	struct event *sig_term, *sig_int, *sig_hup, *grace;
+	bool stopping;
+	bool aborted;
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: petrel [-c FILE] [--check]\n"
+		   "       petrel --version | --help\n"
+		   "\n"
+		   "  -c, --config FILE  configuration file (default " PETREL_DEFAULT_CONFIG ")\n"
+		   "      --check        validate the configuration and exit (0: valid, 1: errors)\n"
+		   "  -V, --version      print the version and exit\n"
+		   "  -h, --help         print this help and exit\n"
+		   "\n"
+		   "petrel runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it\n"
+		   "gracefully: no new connections, sessions finish the message they hold.\n");
+}
+
+static void
+petrel_drained(void *arg)
+{
+	struct petrel *p = arg;
+
+	log_info("petrel stopped: all sessions closed");
+	event_base_loopexit(p->base, NULL);
+}
+
+static void
+petrel_grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct petrel *p = arg;
+	struct timeval tv = { 5, 0 };
+
+	if (!p->aborted) {
+		log_warn("petrel shutdown grace over: closing remaining sessions=%u",
+			 p->srv->nsessions);
+		p->aborted = true;
+		smtp_server_abort_all(p->srv);
+		evtimer_add(p->grace, &tv);
+		return;
+	}
+	log_warn("petrel exiting with sessions=%u still open", p->srv->nsessions);
+	event_base_loopexit(p->base, NULL);
+}
+
+static void
+petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct petrel *p = arg;
+	struct timeval tv = { PETREL_SHUTDOWN_GRACE, 0 };
+
+	if (sig == SIGHUP) {
+		log_warn("petrel SIGHUP: configuration reload is not supported by this version; "
+			 "restart to apply changes");
+		return;
+	}
+	if (p->stopping) {
+		log_warn("petrel second stop signal: exiting now");
+		event_base_loopexit(p->base, NULL);
+		return;
+	}
+	p->stopping = true;
+	log_info("petrel stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	evtimer_add(p->grace, &tv);
+	smtp_server_shutdown(p->srv, petrel_drained, p);
+}
+
+static void
+petrel_spool_entry(void *arg, const struct spool_entry *e)
+{
+	long *count = arg;
+
+	if (++*count <= PETREL_SPOOL_LIST_MAX)
+		log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from,
+			 e->nrcpts, (unsigned long long)e->size);
+}
+
+static void
+petrel_raise_nofile(void)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+static int
+petrel_run(struct petrel *p)
+{
+	char *err = NULL;
+	long count = 0, n;
+	struct rlimit rl;
+
+	if (evthread_use_pthreads() == -1 || (p->base = event_base_new()) == NULL) {
+		log_error("petrel cannot create the event loop");
+		return 1;
+	}
+	p->spool = spool_open(p->base, p->cfg->spool, p->cfg->durability, &err);
+	if (p->spool == NULL) {
+		log_error("petrel %s", err ? err : "cannot open spool");
+		free(err);
+		return 1;
+	}
+	n = spool_scan(p->spool, petrel_spool_entry, &count);
+	if (n < 0)
+		log_error("spool scan failed dir=%s error=\"%s\"", p->cfg->spool, strerror(errno));
+	else
+		log_info("spool ready dir=%s durability=%s messages=%ld (kept until delivery "
+			 "is configured)",
+			 p->cfg->spool,
+			 p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
+
+	if ((p->srv = smtp_server_new(p->base, p->cfg, p->spool)) == NULL) {
+		log_error("petrel out of memory");
+		return 1;
+	}
+	if (smtp_server_listen(p->srv, &err) == -1) {
+		log_error("petrel %s", err ? err : "cannot listen");
+		free(err);
+		return 1;
+	}
+	p->sig_term = evsignal_new(p->base, SIGTERM, petrel_signal_cb, p);
+	p->sig_int = evsignal_new(p->base, SIGINT, petrel_signal_cb, p);
+	p->sig_hup = evsignal_new(p->base, SIGHUP, petrel_signal_cb, p);
+	p->grace = evtimer_new(p->base, petrel_grace_cb, p);
+	if (!p->sig_term || !p->sig_int || !p->sig_hup || !p->grace ||
+	    evsignal_add(p->sig_term, NULL) || evsignal_add(p->sig_int, NULL) ||
+	    evsignal_add(p->sig_hup, NULL)) {
+		log_error("petrel cannot set up signal handling");
+		return 1;
+	}
+	getrlimit(RLIMIT_NOFILE, &rl);
+	log_info("petrel %s started hostname=%s listeners=%zu max_connections=%u nofile=%llu",
+		 PETREL_VERSION, p->cfg->hostname, p->cfg->nlisten, p->cfg->max_connections,
+		 (unsigned long long)rl.rlim_cur);
+	event_base_dispatch(p->base);
+	return 0;
+}
+
+static void
+petrel_cleanup(struct petrel *p)
+{
+	if (p->sig_term)
+		event_free(p->sig_term);
+	if (p->sig_int)
+		event_free(p->sig_int);
+	if (p->sig_hup)
+		event_free(p->sig_hup);
+	if (p->grace)
+		event_free(p->grace);
+	smtp_server_free(p->srv);
+	spool_close(p->spool);
+	config_free(p->cfg);
+	if (p->base)
+		event_base_free(p->base);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "check", no_argument, NULL, 'k' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *path = PETREL_DEFAULT_CONFIG;
+	struct petrel p;
+	char *errors = NULL;
+	int check = 0, c, rc;
+
+	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			path = optarg;
+			break;
+		case 'k':
+			check = 1;
+			break;
+		case 'V':
+			printf("petrel %s\n", PETREL_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "petrel: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return 2;
+	}
+	memset(&p, 0, sizeof(p));
+	if (config_load(path, &p.cfg, &errors) == -1) {
+		fputs(errors ? errors : "petrel: cannot load configuration\n", stderr);
+		free(errors);
+		return 1;
+	}
+	if (check) {
+		printf("%s: configuration is valid\n", path);
+		config_free(p.cfg);
+		return 0;
+	}
+	log_set_level((enum log_level)p.cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+	petrel_raise_nofile();
+	rc = petrel_run(&p);
+	petrel_cleanup(&p);
+	return rc;
+}

@@ -1,0 +1,981 @@
+/*
+ * smtp/session.c: one inbound SMTP connection (RFC 5321) and its state machine.
+ *
+ * Owns: the bufferevent (and so the socket), the current transaction (struct smtp_tx with its
+ * message) until the spool takes the message, and the HELO name. Does not own the config or
+ * the spool (borrowed from the server).
+ *
+ * Start reading at smtp_session_process(): the pipelining loop. While a complete command (or
+ * body bytes) is buffered and the session is not waiting, it handles the next one and appends
+ * the reply to the output chain; libevent writes all replies of one read in one go. A spool
+ * commit is asynchronous: the session enters WAIT, keeps the rest of the input where it is,
+ * and smtp_session_committed() resumes the loop, so replies always leave in command order.
+ *
+ * Freeing: a session is freed only from the top of a libevent callback (read, write, event,
+ * spool completion), never inside the loop: smtp_session_close() queues the last reply and sets
+ * CLOSING; the write callback frees once the reply is out; smtp_session_settle() frees at once
+ * when there is nothing left to write. After a call to settle or free, the session is gone.
+ */
+#include "petrel/smtp/session.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "petrel/log.h"
+#include "petrel/message.h"
+#include "petrel/net/conn_table.h"
+#include "petrel/policy.h"
+#include "petrel/smtp/body.h"
+#include "petrel/smtp/parser.h"
+#include "petrel/smtp/reply.h"
+#include "petrel/smtp/server.h"
+#include "petrel/spool.h"
+
+#define SMTP_INPUT_HIGH	  (256 * 1024) /* stop reading while this much input waits */
+#define SMTP_OUTPUT_HIGH  (64 * 1024)  /* stop handling input while replies pile up */
+#define SMTP_SPOOL_FLUSH  (64 * 1024)  /* write the body to the spool file past this */
+#define SMTP_DATA_PEEK	  16	       /* iovecs looked at per round in DATA/BDAT */
+#define SMTP_RECEIVED_MAX 2048
+
+/* One mail transaction: MAIL .. end of data. Freed as a unit (RSET, end of message). */
+struct smtp_tx {
+	struct message *msg;	  /* owned until spool_msg_commit() */
+	struct body_scan scan;	  /* DATA/BDAT scanner state */
+	enum smtp_reply_id error; /* sticky DATA/BDAT error, SMTP_REPLY_OK if none */
+	bool bdat;		  /* BDAT started: DATA is no longer allowed */
+	bool spooling;		  /* the spool file has been begun */
+};
+
+struct smtp_session {
+	struct smtp_session *prev, *next;	/* server's list */
+	struct smtp_server *srv;		/* borrowed */
+	struct bufferevent *bev;		/* owned; owns the socket */
+	const struct config_listen *listen;	/* the listener it came in on (config) */
+	uint64_t id;				/* for logs */
+	enum smtp_state state;
+	unsigned errors;			/* bad commands so far (max_errors) */
+	bool esmtp;				/* greeted with EHLO */
+	bool may_relay;				/* client may send to any domain */
+	bool skip_line;				/* discarding the rest of an over-long line */
+	bool out_blocked;			/* input paused until replies drain */
+	bool shutdown;				/* close after the current message */
+	bool eof;				/* the client half-closed; finish, then free */
+	bool bdat_discard;			/* reading a BDAT chunk only to throw it away */
+	enum smtp_reply_id bdat_reply;		/* reply for a discarded chunk */
+	uint64_t bdat_left;			/* octets of the current BDAT chunk still due */
+	bool bdat_last;				/* the current chunk is the LAST one */
+	time_t cmd_start;			/* when the pending partial command began */
+	const char *close_reason;		/* for the disconnect log line */
+	char *helo;				/* HELO/EHLO argument */
+	struct smtp_tx *tx;			/* current transaction or NULL */
+	struct spool_job *job;			/* pending commit, cancelled if we go */
+	struct sockaddr_storage peer;
+	char peer_str[INET6_ADDRSTRLEN];
+};
+
+/* The verb table: which states a verb is allowed in, and who handles it. */
+typedef void (*smtp_handler)(struct smtp_session *s, struct smtp_cmd *cmd);
+
+static void smtp_session_process(struct smtp_session *s);
+static void smtp_session_settle(struct smtp_session *s);
+static void smtp_session_free(struct smtp_session *s);
+static void smtp_session_close(struct smtp_session *s, enum smtp_reply_id id, const char *why);
+static void smtp_session_reply(struct smtp_session *s, enum smtp_reply_id id);
+static void smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *line,
+			       size_t len);
+
+static void smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_data(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_bdat(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_rset(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_noop(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_quit(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_expn(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd);
+
+#define ST(x)	 (1u << SMTP_STATE_##x)
+#define ST_IDLE	 (ST(GREET) | ST(HELO) | ST(MAIL) | ST(RCPT))
+#define ST_ANY	 ST_IDLE
+
+static const struct {
+	unsigned states;
+	smtp_handler proceed;
+} smtp_verbs[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_HELO] = { ST_IDLE, smtp_proceed_helo },
+	[SMTP_VERB_EHLO] = { ST_IDLE, smtp_proceed_helo },
+	[SMTP_VERB_MAIL] = { ST(HELO), smtp_proceed_mail },
+	[SMTP_VERB_RCPT] = { ST(MAIL) | ST(RCPT), smtp_proceed_rcpt },
+	[SMTP_VERB_DATA] = { ST(RCPT), smtp_proceed_data },
+	[SMTP_VERB_BDAT] = { ST(MAIL) | ST(RCPT), smtp_proceed_bdat },
+	[SMTP_VERB_RSET] = { ST_ANY, smtp_proceed_rset },
+	[SMTP_VERB_NOOP] = { ST_ANY, smtp_proceed_noop },
+	[SMTP_VERB_QUIT] = { ST_ANY, smtp_proceed_quit },
+	[SMTP_VERB_VRFY] = { ST_ANY, smtp_proceed_vrfy },
+	[SMTP_VERB_EXPN] = { ST_ANY, smtp_proceed_expn },
+	[SMTP_VERB_HELP] = { ST_ANY, smtp_proceed_help },
+	/* Not offered (yet): STARTTLS and AUTH are not advertised, so they are not implemented. */
+	[SMTP_VERB_STARTTLS] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_AUTH] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_SEND] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_SOML] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_SAML] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_TURN] = { ST_ANY, smtp_proceed_not_implemented },
+};
+
+static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
+	[SMTP_STATE_GREET] = "greet", [SMTP_STATE_HELO] = "helo", [SMTP_STATE_MAIL] = "mail",
+	[SMTP_STATE_RCPT] = "rcpt",   [SMTP_STATE_DATA] = "data", [SMTP_STATE_BDAT] = "bdat",
+	[SMTP_STATE_WAIT] = "wait",   [SMTP_STATE_CLOSING] = "closing",
+};
+
+const char *
+smtp_state_name(enum smtp_state state)
+{
+	return (unsigned)state < SMTP_STATE_COUNT ? smtp_state_names[state] : "?";
+}
+
+struct smtp_session *
+smtp_session_next(const struct smtp_session *s)
+{
+	return s->next;
+}
+
+static void
+smtp_session_set_state(struct smtp_session *s, enum smtp_state state)
+{
+	if (s->state == state)
+		return;
+	log_debug("%016llx smtp state %s -> %s", (unsigned long long)s->id,
+		  smtp_state_name(s->state), smtp_state_name(state));
+	s->state = state;
+}
+
+/* The read timeout follows the state: data timeout inside a body, command timeout elsewhere. */
+static void
+smtp_session_set_timeouts(struct smtp_session *s, bool data)
+{
+	const struct petrel_config *cfg = s->srv->cfg;
+	struct timeval rt = { data ? cfg->timeout_data : cfg->timeout_command, 0 };
+	struct timeval wt = { cfg->timeout_command, 0 };
+
+	bufferevent_set_timeouts(s->bev, &rt, &wt);
+}
+
+/* ---- transactions ---- */
+
+static void
+smtp_tx_free(struct smtp_session *s)
+{
+	if (s->tx == NULL)
+		return;
+	spool_msg_abort(s->srv->spool, s->tx->msg);
+	free(s->tx);
+	s->tx = NULL;
+}
+
+/* Sticky error inside a body: the first one wins, the reply waits for the end of data. */
+static void
+smtp_tx_fail(struct smtp_tx *tx, enum smtp_reply_id id)
+{
+	if (tx->error == SMTP_REPLY_OK)
+		tx->error = id;
+}
+
+/* Write the envelope and the Received: header: the spool file exists from now on. */
+static int
+smtp_tx_spool_begin(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	char hdr[SMTP_RECEIVED_MAX];
+	size_t hlen;
+
+	if (tx->spooling)
+		return 0;
+	hlen = message_received_header(tx->msg, s->srv->cfg->hostname, hdr, sizeof(hdr));
+	if (hlen == 0 || spool_msg_begin(s->srv->spool, tx->msg, hdr, hlen) == -1) {
+		log_error("%016llx smtp spool failed id=%s error=\"%s\"", (unsigned long long)s->id,
+			  tx->msg->id, strerror(errno));
+		return -1;
+	}
+	tx->spooling = true;
+	return 0;
+}
+
+/* Move n body octets from the input chain into the message (or drop them after an error). */
+static void
+smtp_tx_store(struct smtp_session *s, struct evbuffer *in, size_t n)
+{
+	struct smtp_tx *tx = s->tx;
+	uint64_t max = s->srv->cfg->max_message_size;
+
+	if (tx->error == SMTP_REPLY_OK && max != 0 && tx->msg->body_size + n > max)
+		smtp_tx_fail(tx, SMTP_REPLY_SIZE_EXCEEDED);
+	if (tx->error != SMTP_REPLY_OK) {
+		evbuffer_drain(in, n);
+		return;
+	}
+	evbuffer_remove_buffer(in, tx->msg->body, n);
+	tx->msg->body_size += n;
+	if (evbuffer_get_length(tx->msg->body) >= SMTP_SPOOL_FLUSH) {
+		if (smtp_tx_spool_begin(s) == -1 ||
+		    spool_msg_write(s->srv->spool, tx->msg) == -1) {
+			smtp_tx_fail(tx, SMTP_REPLY_LOCAL_ERROR);
+			evbuffer_drain(tx->msg->body, evbuffer_get_length(tx->msg->body));
+		}
+	}
+}
+
+static void
+smtp_session_committed(void *arg, const char *id, bool ok)
+{
+	struct smtp_session *s = arg;
+	char line[64];
+	int n;
+
+	s->job = NULL;
+	if (ok) {
+		n = snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s\r\n", id);
+		bufferevent_write(s->bev, line, (size_t)n);
+		s->srv->stats.messages++;
+	} else {
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+	}
+	smtp_session_set_state(s, SMTP_STATE_HELO);
+	if (s->shutdown)
+		smtp_session_close(s, SMTP_REPLY_SHUTDOWN, "shutdown");
+	else
+		smtp_session_process(s);
+	smtp_session_settle(s);
+}
+
+/* End of DATA or of the LAST chunk: refuse with the sticky error, or hand over to the spool. */
+static void
+smtp_tx_finish(struct smtp_session *s)
+{
+	struct smtp_tx *tx = s->tx;
+	struct message *msg = tx->msg;
+	unsigned errs = tx->scan.errors;
+
+	smtp_session_set_timeouts(s, false);
+	if (tx->error == SMTP_REPLY_OK && (errs & (BODY_ERR_BARE_LF | BODY_ERR_BARE_CR)))
+		tx->error = SMTP_REPLY_BARE_LF;
+	if (tx->error == SMTP_REPLY_OK && (errs & BODY_ERR_LINE_TOO_LONG))
+		tx->error = SMTP_REPLY_TEXT_LINE_TOO_LONG;
+	if (tx->error == SMTP_REPLY_OK && smtp_tx_spool_begin(s) == -1)
+		tx->error = SMTP_REPLY_LOCAL_ERROR;
+	if (tx->error != SMTP_REPLY_OK) {
+		const struct smtp_reply *r = smtp_reply_get(tx->error);
+		log_info("%016llx smtp message rejected id=%s result=\"%u %s %s\"",
+			 (unsigned long long)s->id, msg->id, r->code, r->enhanced, r->text);
+		s->srv->stats.rejected++;
+		smtp_session_reply(s, tx->error);
+		smtp_tx_free(s);
+		smtp_session_set_state(s, SMTP_STATE_HELO);
+		return;
+	}
+	log_info("%016llx smtp message accepted id=%s from=<%s> nrcpt=%zu size=%llu",
+		 (unsigned long long)s->id, msg->id, msg->from, msg->nrcpts,
+		 (unsigned long long)msg->body_size);
+	s->srv->stats.bytes += msg->body_size;
+	tx->msg = NULL; /* the spool owns it now, even if the commit fails */
+	free(s->tx);
+	s->tx = NULL;
+	smtp_session_set_state(s, SMTP_STATE_WAIT);
+	s->job = spool_msg_commit(s->srv->spool, msg, smtp_session_committed, s);
+	if (s->job == NULL) {
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		smtp_session_set_state(s, SMTP_STATE_HELO);
+	}
+}
+
+/* ---- replies ---- */
+
+static void
+smtp_session_reply(struct smtp_session *s, enum smtp_reply_id id)
+{
+	const struct smtp_reply *r = smtp_reply_get(id);
+
+	bufferevent_write(s->bev, r->line, r->len);
+}
+
+/* A failed command: reply, log it (escaped), count it, drop the client past max_errors. */
+static void
+smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *line, size_t len)
+{
+	const struct smtp_reply *r = smtp_reply_get(id);
+	char esc[128];
+
+	smtp_session_reply(s, id);
+	log_info("%016llx smtp failed-command command=\"%s\" result=\"%u %s %s\"",
+		 (unsigned long long)s->id, log_escape(esc, sizeof(esc), line, len), r->code,
+		 r->enhanced, r->text);
+	if (r->code >= 500 && ++s->errors >= s->srv->cfg->max_errors)
+		smtp_session_close(s, SMTP_REPLY_TOO_MANY_ERRORS, "errors");
+}
+
+static void
+smtp_session_close(struct smtp_session *s, enum smtp_reply_id id, const char *why)
+{
+	if (s->state == SMTP_STATE_CLOSING)
+		return;
+	smtp_session_reply(s, id);
+	s->close_reason = why;
+	smtp_session_set_state(s, SMTP_STATE_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+	bufferevent_enable(s->bev, EV_WRITE);
+}
+
+/* Free the session if it is done and nothing is left to write. Call last in a callback. */
+static void
+smtp_session_settle(struct smtp_session *s)
+{
+	bool done = s->state == SMTP_STATE_CLOSING || (s->eof && s->state != SMTP_STATE_WAIT);
+
+	if (!done)
+		return;
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		smtp_session_free(s);
+		return;
+	}
+	smtp_session_set_state(s, SMTP_STATE_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+}
+
+/* ---- command handlers ---- */
+
+/* The 503 that explains best why this verb is not allowed now. */
+static enum smtp_reply_id
+smtp_session_wrong_state(const struct smtp_session *s, enum smtp_verb verb)
+{
+	switch (verb) {
+	case SMTP_VERB_MAIL:
+		return s->state == SMTP_STATE_GREET ? SMTP_REPLY_NEED_HELO : SMTP_REPLY_NESTED_MAIL;
+	case SMTP_VERB_RCPT:
+		return s->state == SMTP_STATE_GREET ? SMTP_REPLY_NEED_HELO : SMTP_REPLY_NEED_MAIL;
+	case SMTP_VERB_DATA:
+	case SMTP_VERB_BDAT:
+		if (s->state == SMTP_STATE_GREET)
+			return SMTP_REPLY_NEED_HELO;
+		return s->state == SMTP_STATE_MAIL ? SMTP_REPLY_NEED_RCPT : SMTP_REPLY_NEED_MAIL;
+	default:
+		return SMTP_REPLY_BAD_SEQUENCE;
+	}
+}
+
+static void
+smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	char buf[512];
+	size_t n;
+	int r;
+
+	smtp_tx_free(s);
+	free(s->helo);
+	s->helo = strndup(cmd->u.helo.domain, cmd->u.helo.domain_len);
+	if (s->helo == NULL) {
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		return;
+	}
+	s->esmtp = cmd->verb == SMTP_VERB_EHLO;
+	smtp_session_set_state(s, SMTP_STATE_HELO);
+	if (s->esmtp) {
+		struct smtp_ehlo_info info = {
+			.hostname = s->srv->cfg->hostname,
+			.max_size = s->srv->cfg->max_message_size,
+		};
+		n = smtp_reply_ehlo(buf, sizeof(buf), &info);
+	} else {
+		r = snprintf(buf, sizeof(buf), "250 %s\r\n", s->srv->cfg->hostname);
+		n = r > 0 && (size_t)r < sizeof(buf) ? (size_t)r : 0;
+	}
+	if (n == 0) {
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		return;
+	}
+	bufferevent_write(s->bev, buf, n);
+}
+
+static void
+smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	const struct smtp_path *path = &cmd->u.mail.path;
+	const struct smtp_mail_params *p = &cmd->u.mail.params;
+	uint64_t max = s->srv->cfg->max_message_size;
+	struct smtp_tx *tx = NULL;
+	struct message *msg = NULL;
+
+	if (p->body == SMTP_BODY_BINARYMIME) {
+		smtp_session_error(s, SMTP_REPLY_BINARYMIME, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if (p->size_set && max != 0 && p->size > max) {
+		smtp_session_error(s, SMTP_REPLY_SIZE_EXCEEDED, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if (path->utf8 && !p->smtputf8) {
+		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if ((tx = calloc(1, sizeof(*tx))) == NULL || (msg = message_new()) == NULL ||
+	    message_set_from(msg, path->addr) == -1 ||
+	    message_set_helo(msg, s->helo, strlen(s->helo)) == -1 ||
+	    (p->envid[0] != '\0' && message_set_envid(msg, p->envid) == -1)) {
+		free(tx);
+		message_free(msg);
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		return;
+	}
+	msg->body_type = p->body;
+	msg->smtputf8 = p->smtputf8;
+	msg->ret = p->ret;
+	msg->protocol = s->esmtp ? "ESMTP" : "SMTP";
+	snprintf(msg->client_addr, sizeof(msg->client_addr), "%s%s",
+		 s->peer.ss_family == AF_INET6 ? "IPv6:" : "", s->peer_str);
+	tx->msg = msg;
+	tx->error = SMTP_REPLY_OK;
+	s->tx = tx;
+	smtp_session_set_state(s, SMTP_STATE_MAIL);
+	smtp_session_reply(s, SMTP_REPLY_MAIL_OK);
+}
+
+static void
+smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	const struct smtp_path *path = &cmd->u.rcpt.path;
+	const struct smtp_rcpt_params *p = &cmd->u.rcpt.params;
+	struct message *msg = s->tx->msg;
+
+	if (s->tx->bdat) {
+		smtp_session_error(s, SMTP_REPLY_BAD_SEQUENCE, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if (path->utf8 && !msg->smtputf8) {
+		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if (msg->nrcpts >= s->srv->cfg->max_recipients) {
+		smtp_session_reply(s, SMTP_REPLY_TOO_MANY_RCPTS);
+		return;
+	}
+	if (policy_check_rcpt(s->srv->cfg, s->may_relay, path) != POLICY_ACCEPT) {
+		smtp_session_error(s, SMTP_REPLY_RELAY_DENIED, cmd->arg, cmd->arg_len);
+		return;
+	}
+	if (message_add_rcpt(msg, path->postmaster ? "postmaster" : path->addr, p->notify,
+			     p->orcpt) == -1) {
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		return;
+	}
+	smtp_session_set_state(s, SMTP_STATE_RCPT);
+	smtp_session_reply(s, SMTP_REPLY_RCPT_OK);
+}
+
+static void
+smtp_proceed_data(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	if (s->tx->bdat) {
+		smtp_session_error(s, SMTP_REPLY_BDAT_MIX, "DATA", 4);
+		return;
+	}
+	body_scan_init(&s->tx->scan, false);
+	smtp_session_set_state(s, SMTP_STATE_DATA);
+	smtp_session_set_timeouts(s, true);
+	smtp_session_reply(s, SMTP_REPLY_DATA_GO);
+}
+
+/*
+ * BDAT: the chunk's octets follow the command whatever we answer, so a refused chunk is still
+ * read (and thrown away) before its reply: bdat_discard with the reply kept in bdat_reply.
+ */
+static void
+smtp_session_bdat_discard(struct smtp_session *s, uint64_t size, enum smtp_reply_id reply)
+{
+	s->bdat_discard = true;
+	s->bdat_reply = reply;
+	s->bdat_left = size;
+	s->bdat_last = false;
+	smtp_session_set_state(s, SMTP_STATE_BDAT);
+	smtp_session_set_timeouts(s, true);
+}
+
+static void
+smtp_proceed_bdat(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	struct smtp_tx *tx = s->tx;
+	uint64_t max = s->srv->cfg->max_message_size;
+
+	if (s->state == SMTP_STATE_MAIL) {
+		smtp_session_bdat_discard(s, cmd->u.bdat.size, SMTP_REPLY_NEED_RCPT);
+		return;
+	}
+	if (!tx->bdat) {
+		tx->bdat = true;
+		body_scan_init(&tx->scan, true);
+	}
+	if (max != 0 && cmd->u.bdat.size > max)
+		smtp_tx_fail(tx, SMTP_REPLY_SIZE_EXCEEDED);
+	s->bdat_discard = false;
+	s->bdat_left = cmd->u.bdat.size;
+	s->bdat_last = cmd->u.bdat.last;
+	smtp_session_set_state(s, SMTP_STATE_BDAT);
+	smtp_session_set_timeouts(s, true);
+}
+
+static void
+smtp_proceed_rset(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_tx_free(s);
+	if (s->state != SMTP_STATE_GREET)
+		smtp_session_set_state(s, SMTP_STATE_HELO);
+	smtp_session_reply(s, SMTP_REPLY_RSET_OK);
+}
+
+static void
+smtp_proceed_noop(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_session_reply(s, SMTP_REPLY_OK);
+}
+
+static void
+smtp_proceed_quit(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_tx_free(s);
+	smtp_session_close(s, SMTP_REPLY_BYE, "quit");
+}
+
+static void
+smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	/* RFC 5321 §3.5.3: 252, never an address oracle. */
+	smtp_session_reply(s, SMTP_REPLY_VRFY);
+}
+
+static void
+smtp_proceed_expn(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_session_error(s, SMTP_REPLY_EXPN, "EXPN", 4);
+}
+
+static void
+smtp_proceed_help(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_session_reply(s, SMTP_REPLY_HELP);
+}
+
+static void
+smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	smtp_session_error(s, SMTP_REPLY_NOT_IMPLEMENTED, smtp_verb_name(cmd->verb),
+			   strlen(smtp_verb_name(cmd->verb)));
+}
+
+/* One complete command line (CRLF removed). */
+static void
+smtp_session_command(struct smtp_session *s, const char *line, size_t len)
+{
+	struct smtp_cmd cmd;
+	enum smtp_parse_result r;
+
+	r = smtp_parser_command(line, len, &cmd);
+	if (cmd.verb == SMTP_VERB_NONE) {
+		smtp_session_error(s, smtp_reply_for_parse(r, cmd.verb), line, len);
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_BDAT && r != SMTP_PARSE_OK) {
+		/* Without a chunk size the octets that follow cannot be told from commands. */
+		smtp_session_error(s, smtp_reply_for_parse(r, cmd.verb), line, len);
+		smtp_session_close(s, SMTP_REPLY_TOO_MANY_ERRORS, "bdat-syntax");
+		return;
+	}
+	if (!(smtp_verbs[cmd.verb].states & (1u << s->state))) {
+		enum smtp_reply_id why = smtp_session_wrong_state(s, cmd.verb);
+		if (cmd.verb == SMTP_VERB_BDAT)
+			smtp_session_bdat_discard(s, cmd.u.bdat.size, why); /* replies after it */
+		else
+			smtp_session_error(s, why, line, len);
+		return;
+	}
+	if (r != SMTP_PARSE_OK) {
+		smtp_session_error(s, smtp_reply_for_parse(r, cmd.verb), line, len);
+		return;
+	}
+	smtp_verbs[cmd.verb].proceed(s, &cmd);
+}
+
+/* ---- input ---- */
+
+/* Take one command line out of the input. Returns 1 if it made progress, 0 if it needs more. */
+static int
+smtp_session_line(struct smtp_session *s, struct evbuffer *in)
+{
+	char line[SMTP_LINE_MAX];
+	struct evbuffer_ptr eol;
+	size_t eol_len = 0, len, avail = evbuffer_get_length(in);
+	time_t now;
+
+	if (avail == 0)
+		return 0;
+	eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
+	if (s->skip_line) {
+		/* The tail of an over-long line: throw it away, up to its end. */
+		evbuffer_drain(in, eol.pos < 0 ? avail : (size_t)eol.pos + eol_len);
+		s->skip_line = eol.pos < 0;
+		return eol.pos < 0 ? 0 : 1;
+	}
+	if (eol.pos < 0) {
+		if (avail > SMTP_LINE_MAX - 2) {
+			evbuffer_drain(in, avail);
+			s->skip_line = true;
+			smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
+			return 1;
+		}
+		/* A partial command: it must complete within the command timeout (slowloris). */
+		now = time(NULL);
+		if (s->cmd_start == 0)
+			s->cmd_start = now;
+		else if (now - s->cmd_start > (time_t)s->srv->cfg->timeout_command)
+			smtp_session_close(s, SMTP_REPLY_TIMEOUT, "timeout");
+		return 0;
+	}
+	s->cmd_start = 0;
+	len = (size_t)eol.pos;
+	if (len > SMTP_LINE_MAX - 2) {
+		evbuffer_drain(in, len + eol_len);
+		smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
+		return 1;
+	}
+	evbuffer_remove(in, line, len);
+	evbuffer_drain(in, eol_len);
+	smtp_session_command(s, line, len);
+	return 1;
+}
+
+/* DATA: scan the input chain in place, move finished bytes into the message. */
+static int
+smtp_session_data(struct smtp_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec vec[SMTP_DATA_PEEK];
+	enum body_scan_result res = BODY_SCAN_MORE;
+	size_t consumed = 0;
+	int i, n;
+
+	n = evbuffer_peek(in, -1, NULL, vec, SMTP_DATA_PEEK);
+	if (n <= 0)
+		return 0;
+	for (i = 0; i < n && i < SMTP_DATA_PEEK && res == BODY_SCAN_MORE; i++)
+		consumed += body_scan_feed(&s->tx->scan, vec[i].iov_base, vec[i].iov_len, &res);
+	switch (res) {
+	case BODY_SCAN_END:
+		smtp_tx_store(s, in, consumed - 3);
+		evbuffer_drain(in, 3);
+		smtp_tx_finish(s);
+		return 1;
+	case BODY_SCAN_BARE_DOT:
+		evbuffer_drain(in, consumed);
+		log_info("%016llx smtp message rejected id=%s result=\"bare LF ends data\"",
+			 (unsigned long long)s->id, s->tx->msg->id);
+		smtp_tx_free(s);
+		smtp_session_close(s, SMTP_REPLY_BARE_LF_CLOSE, "bare-lf");
+		return 1;
+	default:
+		smtp_tx_store(s, in, consumed);
+		return n > SMTP_DATA_PEEK; /* more chains than we looked at: go on */
+	}
+}
+
+/* The reply to a BDAT chunk that is not the last. */
+static void
+smtp_session_bdat_ack(struct smtp_session *s, uint64_t size)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "250 2.0.0 %llu octets received\r\n",
+			 (unsigned long long)size);
+
+	bufferevent_write(s->bev, line, (size_t)n);
+}
+
+/* BDAT: exactly bdat_left octets, dot-stuffed on the way in (the spool keeps DATA's form). */
+static int
+smtp_session_bdat(struct smtp_session *s, struct evbuffer *in)
+{
+	struct evbuffer_iovec vec[SMTP_DATA_PEEK];
+	enum body_scan_result res = BODY_SCAN_MORE;
+	struct smtp_tx *tx = s->tx;
+	size_t avail = evbuffer_get_length(in), consumed = 0;
+	int i, n;
+
+	if (avail > s->bdat_left)
+		avail = (size_t)s->bdat_left;
+	if (s->bdat_discard) {
+		evbuffer_drain(in, avail);
+		s->bdat_left -= avail;
+		if (s->bdat_left > 0)
+			return 0;
+		s->bdat_discard = false;
+		smtp_session_set_timeouts(s, false);
+		smtp_session_set_state(s, s->tx ? SMTP_STATE_RCPT : SMTP_STATE_HELO);
+		if (s->tx && s->tx->msg->nrcpts == 0)
+			smtp_session_set_state(s, SMTP_STATE_MAIL);
+		if (s->state == SMTP_STATE_HELO && s->helo == NULL)
+			smtp_session_set_state(s, SMTP_STATE_GREET);
+		smtp_session_error(s, s->bdat_reply, "BDAT", 4);
+		return 1;
+	}
+	if (avail > 0) {
+		n = evbuffer_peek(in, (ev_ssize_t)avail, NULL, vec, SMTP_DATA_PEEK);
+		for (i = 0; i < n && i < SMTP_DATA_PEEK && res == BODY_SCAN_MORE; i++) {
+			size_t len = vec[i].iov_len;
+			if (consumed + len > avail)
+				len = avail - consumed;
+			consumed += body_scan_feed(&tx->scan, vec[i].iov_base, len, &res);
+		}
+		smtp_tx_store(s, in, consumed);
+		s->bdat_left -= consumed;
+		if (res == BODY_SCAN_DOT_LINE && tx->error == SMTP_REPLY_OK) {
+			evbuffer_add(tx->msg->body, ".", 1);
+			tx->msg->body_size++;
+		}
+		if (s->bdat_left > 0)
+			return consumed > 0 || res == BODY_SCAN_DOT_LINE;
+	}
+	if (s->bdat_left > 0)
+		return 0;
+	/* The chunk is complete. */
+	smtp_session_set_state(s, SMTP_STATE_RCPT);
+	if (!s->bdat_last) {
+		smtp_session_set_timeouts(s, false);
+		if (tx->error != SMTP_REPLY_OK)
+			smtp_session_reply(s, tx->error);
+		else
+			smtp_session_bdat_ack(s, tx->scan.total);
+		return 1;
+	}
+	if (body_scan_mid_line(&tx->scan) && tx->error == SMTP_REPLY_OK) {
+		/* The spool (and DATA out) needs the last line ended. */
+		evbuffer_add(tx->msg->body, "\r\n", 2);
+		tx->msg->body_size += 2;
+	}
+	smtp_tx_finish(s);
+	return 1;
+}
+
+/*
+ * The pipelining loop: handle buffered input until it runs out, the session waits for the
+ * spool, or it is closing. Never frees the session.
+ */
+static void
+smtp_session_process(struct smtp_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	int progress = 1;
+
+	while (progress && s->state != SMTP_STATE_WAIT && s->state != SMTP_STATE_CLOSING) {
+		if (s->shutdown && s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_BDAT) {
+			/* The message it was receiving is done: now obey the shutdown. */
+			smtp_tx_free(s);
+			smtp_session_close(s, SMTP_REPLY_SHUTDOWN, "shutdown");
+			return;
+		}
+		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTP_OUTPUT_HIGH) {
+			/* The client pipelines but does not read its replies: wait for it. */
+			s->out_blocked = true;
+			bufferevent_disable(s->bev, EV_READ);
+			return;
+		}
+		switch (s->state) {
+		case SMTP_STATE_DATA:
+			progress = smtp_session_data(s, in);
+			break;
+		case SMTP_STATE_BDAT:
+			progress = smtp_session_bdat(s, in);
+			break;
+		default:
+			progress = smtp_session_line(s, in);
+			break;
+		}
+	}
+}
+
+/* ---- libevent callbacks ---- */
+
+static void
+smtp_session_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	smtp_session_process(s);
+	smtp_session_settle(s);
+}
+
+static void
+smtp_session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (s->state == SMTP_STATE_CLOSING) {
+		smtp_session_free(s);
+		return;
+	}
+	if (s->out_blocked) {
+		s->out_blocked = false;
+		bufferevent_enable(s->bev, EV_READ);
+		smtp_session_process(s);
+		smtp_session_settle(s);
+	}
+}
+
+static void
+smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	if (what & BEV_EVENT_TIMEOUT) {
+		if (s->state == SMTP_STATE_WAIT && (what & BEV_EVENT_READING)) {
+			/* Our disk is slow, not the client: keep waiting. */
+			bufferevent_enable(bev, EV_READ);
+			return;
+		}
+		if (s->state == SMTP_STATE_CLOSING || (what & BEV_EVENT_WRITING)) {
+			s->close_reason = "write-timeout";
+			smtp_session_free(s);
+			return;
+		}
+		smtp_tx_free(s);
+		smtp_session_close(s, SMTP_REPLY_TIMEOUT, "timeout");
+		return;
+	}
+	if (what & BEV_EVENT_EOF) {
+		if (!s->close_reason)
+			s->close_reason = s->tx ? "eof-in-transaction" : "eof";
+		s->eof = true;
+		bufferevent_disable(bev, EV_READ);
+		if (s->state == SMTP_STATE_WAIT)
+			return; /* finish the commit first; settle() frees after */
+		if (s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_BDAT)
+			smtp_session_process(s); /* what was pipelined before the close */
+		smtp_session_settle(s); /* frees now, after the replies, or after the commit */
+		return;
+	}
+	if (!s->close_reason)
+		s->close_reason = "error";
+	smtp_session_free(s);
+}
+
+/* ---- life cycle ---- */
+
+static void
+smtp_session_free(struct smtp_session *s)
+{
+	struct smtp_server *srv = s->srv;
+
+	log_info("%016llx smtp disconnected reason=%s", (unsigned long long)s->id,
+		 s->close_reason ? s->close_reason : "closed");
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		srv->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	srv->nsessions--;
+	conn_table_release(srv->per_ip, (struct sockaddr *)&s->peer);
+	spool_job_cancel(s->job);
+	smtp_tx_free(s);
+	free(s->helo);
+	bufferevent_free(s->bev);
+	free(s);
+	if (srv->shutting_down && srv->nsessions == 0 && srv->drained_cb) {
+		void (*cb)(void *) = srv->drained_cb;
+		srv->drained_cb = NULL;
+		cb(srv->drained_arg);
+	}
+}
+
+struct smtp_session *
+smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
+		 socklen_t salen, const struct config_listen *entry)
+{
+	struct smtp_session *s;
+	char greeting[300];
+	const void *addr;
+	unsigned port;
+	int n;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
+		evutil_closesocket(fd);
+		return NULL;
+	}
+	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (s->bev == NULL) {
+		evutil_closesocket(fd);
+		free(s);
+		return NULL;
+	}
+	s->srv = srv;
+	s->listen = entry;
+	s->id = ++srv->next_session_id;
+	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
+	if (sa->sa_family == AF_INET6) {
+		addr = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+		port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+	} else {
+		addr = &((const struct sockaddr_in *)sa)->sin_addr;
+		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+	}
+	inet_ntop(sa->sa_family, addr, s->peer_str, sizeof(s->peer_str));
+	s->may_relay = policy_client_may_relay(srv->cfg, sa, false);
+	s->state = SMTP_STATE_GREET;
+
+	s->next = srv->sessions;
+	if (srv->sessions)
+		srv->sessions->prev = s;
+	srv->sessions = s;
+	srv->nsessions++;
+	srv->stats.connections++;
+
+	log_info("%016llx smtp connected address=%s port=%u relay=%s", (unsigned long long)s->id,
+		 s->peer_str, port, s->may_relay ? "yes" : "no");
+	bufferevent_setcb(s->bev, smtp_session_read_cb, smtp_session_write_cb,
+			  smtp_session_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
+	smtp_session_set_timeouts(s, false);
+	n = snprintf(greeting, sizeof(greeting), "220 %s ESMTP petrel\r\n", srv->cfg->hostname);
+	bufferevent_write(s->bev, greeting, (size_t)n);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	return s;
+}
+
+void
+smtp_session_shutdown(struct smtp_session *s, bool now)
+{
+	switch (s->state) {
+	case SMTP_STATE_CLOSING:
+		return;
+	case SMTP_STATE_DATA:
+	case SMTP_STATE_BDAT:
+	case SMTP_STATE_WAIT:
+		if (!now) {
+			s->shutdown = true;
+			return;
+		}
+		smtp_tx_free(s);
+		spool_job_cancel(s->job);
+		s->job = NULL;
+		break;
+	default:
+		smtp_tx_free(s);
+		break;
+	}
+	smtp_session_close(s, SMTP_REPLY_SHUTDOWN, "shutdown");
+}

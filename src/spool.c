@@ -1,0 +1,606 @@
+/*
+ * spool.c: the on-disk spool and its group commit (format and layout: spool.h).
+ *
+ * Owns: the spool directory fds, the sync thread, and every message from spool_msg_commit()
+ * until its file is in queue/. Does not own the queue (which messages to deliver when).
+ *
+ * Threads: everything runs on the loop thread except spool_sync_main(), which only takes
+ * batches of committed jobs, syncs them, renames them into queue/, and hands them back through
+ * the done list and a pipe whose read end is an event on the loop. Jobs carry the id and the
+ * caller's callback; a caller that goes away cancels its job instead of leaving a dangling arg.
+ */
+#include "petrel/spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "petrel/log.h"
+#include "petrel/message.h"
+
+#define SPOOL_IOV 64
+
+struct spool_job {
+	struct spool_job *next;
+	char id[MESSAGE_ID_LEN + 1];
+	spool_commit_cb cb;	/* NULL once cancelled */
+	void *arg;
+	bool ok;
+};
+
+struct spool {
+	struct event_base *base;
+	char *dir;
+	int dirfd;
+	int tmpfd;
+	int queuefd;
+	enum config_durability durability;
+
+	pthread_t thread;
+	bool thread_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool stopping;				/* under lock */
+	struct spool_job *pending, **pending_tail;	/* under lock: waiting for the thread */
+	struct spool_job *done, **done_tail;		/* under lock: back to the loop */
+	int wake[2];				/* thread → loop */
+	struct event *wake_ev;
+
+	struct spool_stats stats;		/* loop thread only */
+};
+
+static void spool_wake_cb(evutil_socket_t fd, short what, void *arg);
+static void *spool_sync_main(void *arg);
+
+static int
+spool_mkdirat(int dirfd, const char *name)
+{
+	if (mkdirat(dirfd, name, 0700) == -1 && errno != EEXIST)
+		return -1;
+	return openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+/* mkdir -p for the spool root. */
+static int
+spool_mkdir_p(const char *path)
+{
+	char buf[PATH_MAX];
+	size_t i, len = strlen(path);
+
+	if (len == 0 || len >= sizeof(buf)) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	memcpy(buf, path, len + 1);
+	for (i = 1; i <= len; i++) {
+		if (buf[i] != '/' && buf[i] != '\0')
+			continue;
+		buf[i] = '\0';
+		if (mkdir(buf, 0700) == -1 && errno != EEXIST)
+			return -1;
+		buf[i] = path[i];
+	}
+	return 0;
+}
+
+/* Remove leftovers of messages that were never acknowledged. */
+static void
+spool_clean_tmp(struct spool *sp)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd;
+	unsigned n = 0;
+
+	if ((fd = dup(sp->tmpfd)) == -1 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (unlinkat(sp->tmpfd, de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(d);
+	if (n > 0)
+		log_info("spool removed unacknowledged files count=%u dir=%s/tmp", n, sp->dir);
+}
+
+struct spool *
+spool_open(struct event_base *base, const char *dir, enum config_durability durability,
+	   char **err)
+{
+	struct spool *sp;
+	const char *what = "allocate";
+
+	*err = NULL;
+	if ((sp = calloc(1, sizeof(*sp))) == NULL)
+		goto fail;
+	sp->dirfd = sp->tmpfd = sp->queuefd = -1;
+	sp->wake[0] = sp->wake[1] = -1;
+	sp->base = base;
+	sp->durability = durability;
+	sp->pending_tail = &sp->pending;
+	sp->done_tail = &sp->done;
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->cond, NULL);
+	if ((sp->dir = strdup(dir)) == NULL)
+		goto fail;
+	what = "create";
+	if (spool_mkdir_p(dir) == -1)
+		goto fail;
+	what = "open";
+	if ((sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		goto fail;
+	what = "create tmp/ in";
+	if ((sp->tmpfd = spool_mkdirat(sp->dirfd, "tmp")) == -1)
+		goto fail;
+	what = "create queue/ in";
+	if ((sp->queuefd = spool_mkdirat(sp->dirfd, "queue")) == -1)
+		goto fail;
+	what = "write to";
+	if (faccessat(sp->dirfd, "queue", W_OK, AT_EACCESS) == -1)
+		goto fail;
+	spool_clean_tmp(sp);
+	what = "create a pipe for";
+	if (pipe2(sp->wake, O_NONBLOCK | O_CLOEXEC) == -1)
+		goto fail;
+	if ((sp->wake_ev = event_new(base, sp->wake[0], EV_READ | EV_PERSIST, spool_wake_cb, sp)) ==
+		    NULL ||
+	    event_add(sp->wake_ev, NULL) == -1)
+		goto fail;
+	what = "start the sync thread of";
+	if (durability == CONFIG_DURABILITY_FSYNC) {
+		if ((errno = pthread_create(&sp->thread, NULL, spool_sync_main, sp)) != 0)
+			goto fail;
+		sp->thread_started = true;
+	}
+	return sp;
+fail:
+	if (asprintf(err, "cannot %s spool %s: %s", what, dir, strerror(errno)) == -1)
+		*err = NULL;
+	spool_close(sp);
+	return NULL;
+}
+
+/* Run the callbacks of every finished job. Loop thread. */
+static void
+spool_run_done(struct spool *sp)
+{
+	struct spool_job *job, *next;
+
+	pthread_mutex_lock(&sp->lock);
+	job = sp->done;
+	sp->done = NULL;
+	sp->done_tail = &sp->done;
+	pthread_mutex_unlock(&sp->lock);
+	for (; job != NULL; job = next) {
+		next = job->next;
+		if (job->ok)
+			sp->stats.commits++;
+		else
+			sp->stats.failures++;
+		if (job->cb)
+			job->cb(job->arg, job->id, job->ok);
+		free(job);
+	}
+}
+
+static void
+spool_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct spool *sp = arg;
+	char buf[256];
+
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	spool_run_done(sp);
+}
+
+void
+spool_close(struct spool *sp)
+{
+	if (sp == NULL)
+		return;
+	if (sp->thread_started) {
+		pthread_mutex_lock(&sp->lock);
+		sp->stopping = true;
+		pthread_cond_signal(&sp->cond);
+		pthread_mutex_unlock(&sp->lock);
+		pthread_join(sp->thread, NULL);
+	}
+	spool_run_done(sp);
+	if (sp->wake_ev)
+		event_free(sp->wake_ev);
+	if (sp->wake[0] >= 0)
+		close(sp->wake[0]);
+	if (sp->wake[1] >= 0)
+		close(sp->wake[1]);
+	if (sp->queuefd >= 0)
+		close(sp->queuefd);
+	if (sp->tmpfd >= 0)
+		close(sp->tmpfd);
+	if (sp->dirfd >= 0)
+		close(sp->dirfd);
+	pthread_cond_destroy(&sp->cond);
+	pthread_mutex_destroy(&sp->lock);
+	free(sp->dir);
+	free(sp);
+}
+
+/* Write all of buf to fd with writev from its chains (no copy), draining what was written. */
+static int
+spool_write_buffer(int fd, struct evbuffer *buf)
+{
+	struct iovec iov[SPOOL_IOV];
+	int n;
+	ssize_t w;
+
+	while (evbuffer_get_length(buf) > 0) {
+		n = evbuffer_peek(buf, -1, NULL, (struct evbuffer_iovec *)iov, SPOOL_IOV);
+		if (n > SPOOL_IOV)
+			n = SPOOL_IOV;
+		w = writev(fd, iov, n);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		evbuffer_drain(buf, (size_t)w);
+	}
+	return 0;
+}
+
+static int
+spool_envelope(struct evbuffer *env, const struct message *msg)
+{
+	static const char *const body_names[] = { [SMTP_BODY_7BIT] = "7BIT",
+						  [SMTP_BODY_8BITMIME] = "8BITMIME",
+						  [SMTP_BODY_BINARYMIME] = "BINARYMIME" };
+	size_t i;
+	int r = 0;
+
+	r |= evbuffer_add_printf(env, "petrel-spool 1\nid %s\narrival %lld.%06ld\n", msg->id,
+				 (long long)msg->arrival.tv_sec, (long)msg->arrival.tv_usec) < 0;
+	r |= evbuffer_add_printf(env, "client %s\nhelo %s\nprotocol %s\nfrom <%s>\n",
+				 msg->client_addr, msg->helo ? msg->helo : "", msg->protocol,
+				 msg->from ? msg->from : "") < 0;
+	if (msg->body_type != SMTP_BODY_UNSPEC)
+		r |= evbuffer_add_printf(env, "body %s\n", body_names[msg->body_type]) < 0;
+	if (msg->smtputf8)
+		r |= evbuffer_add_printf(env, "smtputf8\n") < 0;
+	if (msg->ret != SMTP_DSN_RET_UNSPEC)
+		r |= evbuffer_add_printf(env, "ret %s\n",
+					 msg->ret == SMTP_DSN_RET_FULL ? "FULL" : "HDRS") < 0;
+	if (msg->envid)
+		r |= evbuffer_add_printf(env, "envid %s\n", msg->envid) < 0;
+	for (i = 0; i < msg->nrcpts; i++) {
+		const struct message_rcpt *rc = &msg->rcpts[i];
+		unsigned nf = rc->notify;
+
+		r |= evbuffer_add(env, "rcpt ", 5);
+		if (nf != 0)
+			r |= evbuffer_add_printf(
+				     env, "notify=%s%s%s%s ", nf & SMTP_DSN_NOTIFY_NEVER ? "NEVER" : "",
+				     nf & SMTP_DSN_NOTIFY_SUCCESS ? "SUCCESS," : "",
+				     nf & SMTP_DSN_NOTIFY_FAILURE ? "FAILURE," : "",
+				     nf & SMTP_DSN_NOTIFY_DELAY ? "DELAY," : "") < 0;
+		if (rc->orcpt)
+			r |= evbuffer_add_printf(env, "orcpt=%s ", rc->orcpt) < 0;
+		r |= evbuffer_add_printf(env, "<%s>\n", rc->addr) < 0;
+	}
+	r |= evbuffer_add(env, "\n", 1);
+	return r ? -1 : 0;
+}
+
+int
+spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen)
+{
+	struct evbuffer *env;
+	int saved;
+
+	if (msg->fd >= 0)
+		return 0;
+	if ((env = evbuffer_new()) == NULL)
+		return -1;
+	if (spool_envelope(env, msg) == -1 || evbuffer_add(env, header, hlen) == -1) {
+		evbuffer_free(env);
+		errno = ENOMEM;
+		return -1;
+	}
+	msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (msg->fd == -1 || spool_write_buffer(msg->fd, env) == -1)
+		goto fail;
+	evbuffer_free(env);
+	return 0;
+fail:
+	saved = errno;
+	evbuffer_free(env);
+	if (msg->fd >= 0) {
+		close(msg->fd);
+		msg->fd = -1;
+		unlinkat(sp->tmpfd, msg->id, 0);
+	}
+	errno = saved;
+	return -1;
+}
+
+int
+spool_msg_write(struct spool *sp, struct message *msg)
+{
+	if (msg->fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	return spool_write_buffer(msg->fd, msg->body);
+}
+
+void
+spool_msg_abort(struct spool *sp, struct message *msg)
+{
+	if (msg == NULL)
+		return;
+	if (msg->fd >= 0) {
+		close(msg->fd);
+		msg->fd = -1;
+		unlinkat(sp->tmpfd, msg->id, 0);
+	}
+	message_free(msg);
+}
+
+/* Hand a finished job back to the loop. Takes the lock. */
+static void
+spool_post_done(struct spool *sp, struct spool_job *head, struct spool_job **tail)
+{
+	pthread_mutex_lock(&sp->lock);
+	*sp->done_tail = head;
+	sp->done_tail = tail;
+	pthread_mutex_unlock(&sp->lock);
+	(void)!write(sp->wake[1], "", 1);
+}
+
+struct spool_job *
+spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void *arg)
+{
+	struct spool_job *job;
+	int saved;
+
+	if ((job = calloc(1, sizeof(*job))) == NULL)
+		goto fail;
+	memcpy(job->id, msg->id, sizeof(job->id));
+	job->cb = cb;
+	job->arg = arg;
+	job->ok = true;
+	if (spool_msg_write(sp, msg) == -1)
+		goto fail;
+	if (close(msg->fd) == -1) {
+		msg->fd = -1;
+		unlinkat(sp->tmpfd, msg->id, 0);
+		goto fail;
+	}
+	msg->fd = -1;
+	message_free(msg);
+
+	if (sp->durability == CONFIG_DURABILITY_NONE) {
+		if (renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
+			log_error("spool rename failed id=%s error=\"%s\"", job->id, strerror(errno));
+			unlinkat(sp->tmpfd, job->id, 0);
+			job->ok = false;
+		}
+		spool_post_done(sp, job, &job->next);
+		return job;
+	}
+	pthread_mutex_lock(&sp->lock);
+	*sp->pending_tail = job;
+	sp->pending_tail = &job->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+	return job;
+fail:
+	saved = errno;
+	log_error("spool write failed id=%s error=\"%s\"", msg->id, strerror(saved));
+	free(job);
+	spool_msg_abort(sp, msg);
+	errno = saved;
+	return NULL;
+}
+
+void
+spool_job_cancel(struct spool_job *job)
+{
+	if (job != NULL)
+		job->cb = NULL;
+}
+
+/*
+ * The sync thread: take every pending job at once, make their files durable with one syncfs,
+ * move them into queue/, make the renames durable with one fsync of queue/, hand them back.
+ * A failure fails the whole batch, and the files are removed: no 250 was sent for them.
+ */
+static void *
+spool_sync_main(void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_job *batch, *job, **tail;
+	bool stop;
+
+	for (;;) {
+		pthread_mutex_lock(&sp->lock);
+		while (sp->pending == NULL && !sp->stopping)
+			pthread_cond_wait(&sp->cond, &sp->lock);
+		batch = sp->pending;
+		tail = sp->pending_tail;
+		sp->pending = NULL;
+		sp->pending_tail = &sp->pending;
+		stop = sp->stopping;
+		pthread_mutex_unlock(&sp->lock);
+		if (batch == NULL) {
+			if (stop)
+				break;
+			continue;
+		}
+
+		if (syncfs(sp->tmpfd) == -1) {
+			log_error("spool syncfs failed dir=%s error=\"%s\"", sp->dir, strerror(errno));
+			for (job = batch; job != NULL; job = job->next)
+				job->ok = false;
+		}
+		for (job = batch; job != NULL; job = job->next) {
+			if (job->ok && renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
+				log_error("spool rename failed id=%s error=\"%s\"", job->id,
+					  strerror(errno));
+				job->ok = false;
+			}
+			if (!job->ok)
+				unlinkat(sp->tmpfd, job->id, 0);
+		}
+		if (fsync(sp->queuefd) == -1) {
+			/* The renames may not survive a crash: take the files back out, fail them. */
+			log_error("spool fsync failed dir=%s/queue error=\"%s\"", sp->dir,
+				  strerror(errno));
+			for (job = batch; job != NULL; job = job->next) {
+				if (job->ok)
+					unlinkat(sp->queuefd, job->id, 0);
+				job->ok = false;
+			}
+		}
+		pthread_mutex_lock(&sp->lock);
+		sp->stats.batches++;
+		pthread_mutex_unlock(&sp->lock);
+		spool_post_done(sp, batch, tail);
+	}
+	return NULL;
+}
+
+void
+spool_get_stats(const struct spool *sp, struct spool_stats *out)
+{
+	*out = sp->stats;
+	pthread_mutex_lock((pthread_mutex_t *)&sp->lock);
+	out->batches = sp->stats.batches;
+	pthread_mutex_unlock((pthread_mutex_t *)&sp->lock);
+}
+
+int
+spool_read_entry(int dirfd, const char *name, struct spool_entry *e)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	off_t header = 0;
+	struct stat st;
+	FILE *f = NULL;
+	int fd, first = 1, ok = 0;
+
+	memset(e, 0, sizeof(*e));
+	if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (fstat(fd, &st) == -1 || (f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return -1;
+	}
+	while ((n = getline(&line, &cap, f)) > 0) {
+		header += n;
+		if (line[n - 1] != '\n')
+			break;
+		line[--n] = '\0';
+		if (first) {
+			if (strcmp(line, "petrel-spool 1") != 0)
+				break;
+			first = 0;
+		} else if (n == 0) {
+			ok = 1;
+			break;
+		} else if (strncmp(line, "id ", 3) == 0) {
+			snprintf(e->id, sizeof(e->id), "%s", line + 3);
+		} else if (strncmp(line, "from <", 6) == 0 && line[n - 1] == '>') {
+			snprintf(e->from, sizeof(e->from), "%.*s", (int)(n - 7), line + 6);
+		} else if (strncmp(line, "rcpt ", 5) == 0) {
+			e->nrcpts++;
+		}
+	}
+	free(line);
+	fclose(f);
+	if (!ok || !message_id_valid(e->id) || strcmp(e->id, name) != 0 || e->nrcpts == 0)
+		return -1;
+	e->size = (uint64_t)(st.st_size - header);
+	return 0;
+}
+
+static int
+spool_name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+long
+spool_scan(struct spool *sp, spool_scan_cb cb, void *arg)
+{
+	struct spool_entry e;
+	struct dirent *de;
+	char **names = NULL, **grown;
+	size_t n = 0, cap = 0, i;
+	long count = 0;
+	DIR *d;
+	int fd;
+
+	if ((fd = dup(sp->queuefd)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL) {
+		if (!message_id_valid(de->d_name))
+			continue;
+		if (n == cap) {
+			cap = cap ? cap * 2 : 256;
+			if ((grown = realloc(names, cap * sizeof(*names))) == NULL)
+				goto fail;
+			names = grown;
+		}
+		if ((names[n] = strdup(de->d_name)) == NULL)
+			goto fail;
+		n++;
+	}
+	closedir(d);
+	d = NULL;
+	qsort(names, n, sizeof(*names), spool_name_cmp);
+	for (i = 0; i < n; i++) {
+		if (spool_read_entry(sp->queuefd, names[i], &e) == -1) {
+			log_warn("spool malformed file=%s/queue/%s (kept, not listed)", sp->dir,
+				 names[i]);
+			continue;
+		}
+		count++;
+		if (cb)
+			cb(arg, &e);
+	}
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return count;
+fail:
+	if (d)
+		closedir(d);
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+	return -1;
+}
