@@ -50,7 +50,7 @@ log_msg(enum log_level level, const char *fmt, ...)
 	gmtime_r(&tv.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);
 	r = snprintf(line + n, sizeof(line) - n, ".%03ldZ %s ", (long)(tv.tv_usec / 1000),
-		     log_level_names[level]);
+	             log_level_names[level]);
 	if (r > 0)
 		n += (size_t)r;
 	va_start(ap, fmt);

@@ -22,7 +22,7 @@
 #define PETREL_DEFAULT_CONFIG "/etc/petrel/petrel.yaml"
 #endif
 
-#define PETREL_SHUTDOWN_GRACE 30 /* seconds for sessions to finish their message */
+#define PETREL_SHUTDOWN_GRACE 30   /* seconds for sessions to finish their message */
 #define PETREL_SPOOL_LIST_MAX 1000 /* recovered messages logged one by one */
 
 struct petrel {
@@ -38,16 +38,17 @@ struct petrel {
 static void
 usage(FILE *f)
 {
-	fprintf(f, "usage: petrel [-c FILE] [--check]\n"
-		   "       petrel --version | --help\n"
-		   "\n"
-		   "  -c, --config FILE  configuration file (default " PETREL_DEFAULT_CONFIG ")\n"
-		   "      --check        validate the configuration and exit (0: valid, 1: errors)\n"
-		   "  -V, --version      print the version and exit\n"
-		   "  -h, --help         print this help and exit\n"
-		   "\n"
-		   "petrel runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it\n"
-		   "gracefully: no new connections, sessions finish the message they hold.\n");
+	fprintf(f,
+	        "usage: petrel [-c FILE] [--check]\n"
+	        "       petrel --version | --help\n"
+	        "\n"
+	        "  -c, --config FILE  configuration file (default " PETREL_DEFAULT_CONFIG ")\n"
+	        "      --check        validate the configuration and exit (0: valid, 1: errors)\n"
+	        "  -V, --version      print the version and exit\n"
+	        "  -h, --help         print this help and exit\n"
+	        "\n"
+	        "petrel runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it\n"
+	        "gracefully: no new connections, sessions finish the message they hold.\n");
 }
 
 static void
@@ -67,7 +68,7 @@ petrel_grace_cb(evutil_socket_t fd, short what, void *arg)
 
 	if (!p->aborted) {
 		log_warn("petrel shutdown grace over: closing remaining sessions=%u",
-			 p->srv->nsessions);
+		         p->srv->nsessions);
 		p->aborted = true;
 		smtp_server_abort_all(p->srv);
 		evtimer_add(p->grace, &tv);
@@ -85,7 +86,7 @@ petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 
 	if (sig == SIGHUP) {
 		log_warn("petrel SIGHUP: configuration reload is not supported by this version; "
-			 "restart to apply changes");
+		         "restart to apply changes");
 		return;
 	}
 	if (p->stopping) {
@@ -106,7 +107,7 @@ petrel_spool_entry(void *arg, const struct spool_entry *e)
 
 	if (++*count <= PETREL_SPOOL_LIST_MAX)
 		log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from,
-			 e->nrcpts, (unsigned long long)e->size);
+		         e->nrcpts, (unsigned long long)e->size);
 }
 
 static void
@@ -142,9 +143,9 @@ petrel_run(struct petrel *p)
 		log_error("spool scan failed dir=%s error=\"%s\"", p->cfg->spool, strerror(errno));
 	else
 		log_info("spool ready dir=%s durability=%s messages=%ld (kept until delivery "
-			 "is configured)",
-			 p->cfg->spool,
-			 p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
+		         "is configured)",
+		         p->cfg->spool,
+		         p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
 
 	if ((p->srv = smtp_server_new(p->base, p->cfg, p->spool)) == NULL) {
 		log_error("petrel out of memory");
@@ -167,8 +168,8 @@ petrel_run(struct petrel *p)
 	}
 	getrlimit(RLIMIT_NOFILE, &rl);
 	log_info("petrel %s started hostname=%s listeners=%zu max_connections=%u nofile=%llu",
-		 PETREL_VERSION, p->cfg->hostname, p->cfg->nlisten, p->cfg->max_connections,
-		 (unsigned long long)rl.rlim_cur);
+	         PETREL_VERSION, p->cfg->hostname, p->cfg->nlisten, p->cfg->max_connections,
+	         (unsigned long long)rl.rlim_cur);
 	event_base_dispatch(p->base);
 	return 0;
 }

@@ -157,18 +157,18 @@ message_received_header(const struct message *msg, const char *by, char *buf, si
 	strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S +0000", &tm);
 	if (msg->nrcpts == 1)
 		n = snprintf(buf, bufsize,
-			     "Received: from %s ([%s])\r\n"
-			     "\tby %s (petrel) with %s id %s\r\n"
-			     "\tfor <%s>; %s\r\n",
-			     msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
-			     msg->id, msg->rcpts[0].addr, date);
+		             "Received: from %s ([%s])\r\n"
+		             "\tby %s (petrel) with %s id %s\r\n"
+		             "\tfor <%s>; %s\r\n",
+		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
+		             msg->id, msg->rcpts[0].addr, date);
 	else
 		n = snprintf(buf, bufsize,
-			     "Received: from %s ([%s])\r\n"
-			     "\tby %s (petrel) with %s id %s;\r\n"
-			     "\t%s\r\n",
-			     msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
-			     msg->id, date);
+		             "Received: from %s ([%s])\r\n"
+		             "\tby %s (petrel) with %s id %s;\r\n"
+		             "\t%s\r\n",
+		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
+		             msg->id, date);
 	if (n < 0 || (size_t)n >= bufsize)
 		return 0;
 	return (size_t)n;

@@ -7,7 +7,7 @@
 
 bool
 policy_client_may_relay(const struct petrel_config *cfg, const struct sockaddr *peer,
-			bool authenticated)
+                        bool authenticated)
 {
 	if (authenticated)
 		return true;
@@ -35,7 +35,7 @@ policy_check_rcpt(const struct petrel_config *cfg, bool may_relay, const struct 
 	if (path->had_source_route || policy_local_part_routes(path))
 		return POLICY_RELAY_DENIED;
 	if (config_is_local_domain(cfg, path->addr + path->domain_off,
-				   path->len - path->domain_off))
+	                           path->len - path->domain_off))
 		return POLICY_ACCEPT;
 	return POLICY_RELAY_DENIED;
 }

@@ -35,7 +35,7 @@
 struct spool_job {
 	struct spool_job *next;
 	char id[MESSAGE_ID_LEN + 1];
-	spool_commit_cb cb;	/* NULL once cancelled */
+	spool_commit_cb cb; /* NULL once cancelled */
 	void *arg;
 	bool ok;
 };
@@ -52,13 +52,13 @@ struct spool {
 	bool thread_started;
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	bool stopping;				/* under lock */
-	struct spool_job *pending, **pending_tail;	/* under lock: waiting for the thread */
-	struct spool_job *done, **done_tail;		/* under lock: back to the loop */
-	int wake[2];				/* thread → loop */
+	bool stopping;                             /* under lock */
+	struct spool_job *pending, **pending_tail; /* under lock: waiting for the thread */
+	struct spool_job *done, **done_tail;       /* under lock: back to the loop */
+	int wake[2];                               /* thread → loop */
 	struct event *wake_ev;
 
-	struct spool_stats stats;		/* loop thread only */
+	struct spool_stats stats; /* loop thread only */
 };
 
 static void spool_wake_cb(evutil_socket_t fd, short what, void *arg);
@@ -122,8 +122,7 @@ spool_clean_tmp(struct spool *sp)
 }
 
 struct spool *
-spool_open(struct event_base *base, const char *dir, enum config_durability durability,
-	   char **err)
+spool_open(struct event_base *base, const char *dir, enum config_durability durability, char **err)
 {
 	struct spool *sp;
 	const char *what = "allocate";
@@ -161,7 +160,7 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 	if (pipe2(sp->wake, O_NONBLOCK | O_CLOEXEC) == -1)
 		goto fail;
 	if ((sp->wake_ev = event_new(base, sp->wake[0], EV_READ | EV_PERSIST, spool_wake_cb, sp)) ==
-		    NULL ||
+	            NULL ||
 	    event_add(sp->wake_ev, NULL) == -1)
 		goto fail;
 	what = "start the sync thread of";
@@ -270,23 +269,23 @@ static int
 spool_envelope(struct evbuffer *env, const struct message *msg)
 {
 	static const char *const body_names[] = { [SMTP_BODY_7BIT] = "7BIT",
-						  [SMTP_BODY_8BITMIME] = "8BITMIME",
-						  [SMTP_BODY_BINARYMIME] = "BINARYMIME" };
+		                                  [SMTP_BODY_8BITMIME] = "8BITMIME",
+		                                  [SMTP_BODY_BINARYMIME] = "BINARYMIME" };
 	size_t i;
 	int r = 0;
 
 	r |= evbuffer_add_printf(env, "petrel-spool 1\nid %s\narrival %lld.%06ld\n", msg->id,
-				 (long long)msg->arrival.tv_sec, (long)msg->arrival.tv_usec) < 0;
+	                         (long long)msg->arrival.tv_sec, (long)msg->arrival.tv_usec) < 0;
 	r |= evbuffer_add_printf(env, "client %s\nhelo %s\nprotocol %s\nfrom <%s>\n",
-				 msg->client_addr, msg->helo ? msg->helo : "", msg->protocol,
-				 msg->from ? msg->from : "") < 0;
+	                         msg->client_addr, msg->helo ? msg->helo : "", msg->protocol,
+	                         msg->from ? msg->from : "") < 0;
 	if (msg->body_type != SMTP_BODY_UNSPEC)
 		r |= evbuffer_add_printf(env, "body %s\n", body_names[msg->body_type]) < 0;
 	if (msg->smtputf8)
 		r |= evbuffer_add_printf(env, "smtputf8\n") < 0;
 	if (msg->ret != SMTP_DSN_RET_UNSPEC)
 		r |= evbuffer_add_printf(env, "ret %s\n",
-					 msg->ret == SMTP_DSN_RET_FULL ? "FULL" : "HDRS") < 0;
+		                         msg->ret == SMTP_DSN_RET_FULL ? "FULL" : "HDRS") < 0;
 	if (msg->envid)
 		r |= evbuffer_add_printf(env, "envid %s\n", msg->envid) < 0;
 	for (i = 0; i < msg->nrcpts; i++) {
@@ -295,11 +294,11 @@ spool_envelope(struct evbuffer *env, const struct message *msg)
 
 		r |= evbuffer_add(env, "rcpt ", 5);
 		if (nf != 0)
-			r |= evbuffer_add_printf(
-				     env, "notify=%s%s%s%s ", nf & SMTP_DSN_NOTIFY_NEVER ? "NEVER" : "",
-				     nf & SMTP_DSN_NOTIFY_SUCCESS ? "SUCCESS," : "",
-				     nf & SMTP_DSN_NOTIFY_FAILURE ? "FAILURE," : "",
-				     nf & SMTP_DSN_NOTIFY_DELAY ? "DELAY," : "") < 0;
+			r |= evbuffer_add_printf(env, "notify=%s%s%s%s ",
+			                         nf & SMTP_DSN_NOTIFY_NEVER ? "NEVER" : "",
+			                         nf & SMTP_DSN_NOTIFY_SUCCESS ? "SUCCESS," : "",
+			                         nf & SMTP_DSN_NOTIFY_FAILURE ? "FAILURE," : "",
+			                         nf & SMTP_DSN_NOTIFY_DELAY ? "DELAY," : "") < 0;
 		if (rc->orcpt)
 			r |= evbuffer_add_printf(env, "orcpt=%s ", rc->orcpt) < 0;
 		r |= evbuffer_add_printf(env, "<%s>\n", rc->addr) < 0;
@@ -398,7 +397,8 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 
 	if (sp->durability == CONFIG_DURABILITY_NONE) {
 		if (renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
-			log_error("spool rename failed id=%s error=\"%s\"", job->id, strerror(errno));
+			log_error("spool rename failed id=%s error=\"%s\"", job->id,
+			          strerror(errno));
 			unlinkat(sp->tmpfd, job->id, 0);
 			job->ok = false;
 		}
@@ -456,23 +456,25 @@ spool_sync_main(void *arg)
 		}
 
 		if (syncfs(sp->tmpfd) == -1) {
-			log_error("spool syncfs failed dir=%s error=\"%s\"", sp->dir, strerror(errno));
+			log_error("spool syncfs failed dir=%s error=\"%s\"", sp->dir,
+			          strerror(errno));
 			for (job = batch; job != NULL; job = job->next)
 				job->ok = false;
 		}
 		for (job = batch; job != NULL; job = job->next) {
 			if (job->ok && renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
 				log_error("spool rename failed id=%s error=\"%s\"", job->id,
-					  strerror(errno));
+				          strerror(errno));
 				job->ok = false;
 			}
 			if (!job->ok)
 				unlinkat(sp->tmpfd, job->id, 0);
 		}
 		if (fsync(sp->queuefd) == -1) {
-			/* The renames may not survive a crash: take the files back out, fail them. */
+			/* The renames may not survive a crash: take the files back out, fail them.
+			 */
 			log_error("spool fsync failed dir=%s/queue error=\"%s\"", sp->dir,
-				  strerror(errno));
+			          strerror(errno));
 			for (job = batch; job != NULL; job = job->next) {
 				if (job->ok)
 					unlinkat(sp->queuefd, job->id, 0);
@@ -581,11 +583,12 @@ spool_scan(struct spool *sp, spool_scan_cb cb, void *arg)
 	}
 	closedir(d);
 	d = NULL;
-	qsort(names, n, sizeof(*names), spool_name_cmp);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), spool_name_cmp);
 	for (i = 0; i < n; i++) {
 		if (spool_read_entry(sp->queuefd, names[i], &e) == -1) {
 			log_warn("spool malformed file=%s/queue/%s (kept, not listed)", sp->dir,
-				 names[i]);
+			         names[i]);
 			continue;
 		}
 		count++;

@@ -21,31 +21,31 @@
 struct evbuffer;
 
 struct message_rcpt {
-	char *addr;		/* mailbox as received, without <> ("Postmaster" for <Postmaster>) */
-	unsigned notify;	/* enum smtp_dsn_notify bits */
-	char *orcpt;		/* RFC 3461 ORCPT as received (addr-type;xtext), or NULL */
+	char *addr;      /* mailbox as received, without <> ("Postmaster" for <Postmaster>) */
+	unsigned notify; /* enum smtp_dsn_notify bits */
+	char *orcpt;     /* RFC 3461 ORCPT as received (addr-type;xtext), or NULL */
 };
 
 struct message {
-	char id[MESSAGE_ID_LEN + 1];	/* unique, sortable by arrival */
+	char id[MESSAGE_ID_LEN + 1]; /* unique, sortable by arrival */
 	struct timeval arrival;
-	char client_addr[64];		/* numeric peer address */
-	char *helo;			/* HELO/EHLO argument, validated by the parser */
-	const char *protocol;		/* "SMTP", "ESMTP" (static string) */
+	char client_addr[64]; /* numeric peer address */
+	char *helo;           /* HELO/EHLO argument, validated by the parser */
+	const char *protocol; /* "SMTP", "ESMTP" (static string) */
 
-	char *from;			/* reverse path without <> ("" for the null path) */
+	char *from; /* reverse path without <> ("" for the null path) */
 	enum smtp_body_type body_type;
 	bool smtputf8;
 	enum smtp_dsn_ret ret;
-	char *envid;			/* xtext or NULL */
+	char *envid; /* xtext or NULL */
 
 	struct message_rcpt *rcpts;
 	size_t nrcpts;
 	size_t rcpts_alloc;
 
-	struct evbuffer *body;		/* received bytes not yet written to the spool file */
-	uint64_t body_size;		/* bytes of body stored so far (wire form) */
-	int fd;				/* spool file in tmp/ while being written, else -1 */
+	struct evbuffer *body; /* received bytes not yet written to the spool file */
+	uint64_t body_size;    /* bytes of body stored so far (wire form) */
+	int fd;                /* spool file in tmp/ while being written, else -1 */
 };
 
 /* A new, empty message with a fresh id and arrival time; NULL on allocation failure. */
@@ -74,6 +74,6 @@ bool message_id_valid(const char *id);
  * Returns the length or 0 if it does not fit.
  */
 size_t message_received_header(const struct message *msg, const char *by, char *buf,
-			       size_t bufsize);
+                               size_t bufsize);
 
 #endif

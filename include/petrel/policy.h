@@ -15,12 +15,12 @@
 
 enum policy_verdict {
 	POLICY_ACCEPT = 0,
-	POLICY_RELAY_DENIED,	/* 554 5.7.1 */
+	POLICY_RELAY_DENIED, /* 554 5.7.1 */
 };
 
 /* May this client relay to any domain? */
 bool policy_client_may_relay(const struct petrel_config *cfg, const struct sockaddr *peer,
-			     bool authenticated);
+                             bool authenticated);
 
 /*
  * Verdict for one RCPT path. A local recipient is accepted from anyone, unless it hides another
@@ -29,6 +29,6 @@ bool policy_client_may_relay(const struct petrel_config *cfg, const struct socka
  * <postmaster> (no domain) is always accepted (RFC 5321 §4.5.1).
  */
 enum policy_verdict policy_check_rcpt(const struct petrel_config *cfg, bool may_relay,
-				      const struct smtp_path *path);
+                                      const struct smtp_path *path);
 
 #endif

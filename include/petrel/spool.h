@@ -52,7 +52,7 @@ struct spool_job;
  * thread. Returns NULL and sets *err (malloc'd) on failure.
  */
 struct spool *spool_open(struct event_base *base, const char *dir,
-			 enum config_durability durability, char **err);
+                         enum config_durability durability, char **err);
 
 /* Wait for every pending commit to complete (callbacks run), stop the thread, free. */
 void spool_close(struct spool *sp);
@@ -79,7 +79,7 @@ typedef void (*spool_commit_cb)(void *arg, const char *id, bool ok);
  * the write failed at once (then nothing is on disk, msg is freed, and cb is not called).
  */
 struct spool_job *spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb,
-				   void *arg);
+                                   void *arg);
 
 /* The caller goes away: cb will not be called for this job (the commit itself proceeds). */
 void spool_job_cancel(struct spool_job *job);
@@ -92,7 +92,7 @@ struct spool_entry {
 	char id[17];
 	char from[260];
 	unsigned nrcpts;
-	uint64_t size;		/* bytes of message data (after the envelope) */
+	uint64_t size; /* bytes of message data (after the envelope) */
 };
 
 typedef void (*spool_scan_cb)(void *arg, const struct spool_entry *e);
@@ -106,9 +106,9 @@ int spool_read_entry(int dirfd, const char *name, struct spool_entry *e);
 
 /* Counters for logs and stats. */
 struct spool_stats {
-	uint64_t commits;	/* messages committed */
-	uint64_t batches;	/* sync batches */
-	uint64_t failures;	/* commits that failed */
+	uint64_t commits;  /* messages committed */
+	uint64_t batches;  /* sync batches */
+	uint64_t failures; /* commits that failed */
 };
 void spool_get_stats(const struct spool *sp, struct spool_stats *out);
 

@@ -38,7 +38,7 @@ conn_table_key(const struct sockaddr *sa, uint8_t key[16])
 static unsigned
 conn_table_hash(const uint8_t key[16])
 {
-	uint32_t h = 2166136261u;	/* FNV-1a */
+	uint32_t h = 2166136261u; /* FNV-1a */
 	int i;
 
 	for (i = 0; i < 16; i++)

@@ -19,7 +19,7 @@
 
 struct listener {
 	struct evconnlistener *evl;
-	struct event *pause_ev;	/* re-enables accept after EMFILE */
+	struct event *pause_ev; /* re-enables accept after EMFILE */
 	const struct config_listen *entry;
 	listener_accept_cb cb;
 	void *arg;
@@ -27,7 +27,7 @@ struct listener {
 
 static void
 listener_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa, int salen,
-		void *arg)
+                void *arg)
 {
 	struct listener *l = arg;
 
@@ -51,13 +51,13 @@ listener_error(struct evconnlistener *evl, void *arg)
 
 	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
 		log_warn("listener accept paused address=%s error=\"%s\"", l->entry->address,
-			 strerror(err));
+		         strerror(err));
 		evconnlistener_disable(l->evl);
 		event_add(l->pause_ev, &tv);
 		return;
 	}
 	log_warn("listener accept failed address=%s error=\"%s\"", l->entry->address,
-		 strerror(err));
+	         strerror(err));
 }
 
 static void
@@ -80,13 +80,13 @@ listener_log_bound(int fd, const struct config_listen *entry)
 		}
 	}
 	log_info("listening address=%s%s%s:%u role=%s", ss.ss_family == AF_INET6 ? "[" : "", host,
-		 ss.ss_family == AF_INET6 ? "]" : "", port,
-		 entry->role == CONFIG_ROLE_SUBMISSION ? "submission" : "relay");
+	         ss.ss_family == AF_INET6 ? "]" : "", port,
+	         entry->role == CONFIG_ROLE_SUBMISSION ? "submission" : "relay");
 }
 
 struct listener *
 listener_new(struct event_base *base, const struct config_listen *entry, listener_accept_cb cb,
-	     void *arg, char **err)
+             void *arg, char **err)
 {
 	struct listener *l = NULL;
 	int fd = -1, one = 1;

@@ -13,7 +13,7 @@
 static const struct smtp_reply smtp_replies[SMTP_REPLY_COUNT] = {
 #define SMTP_REPLY_ROW(id, code, esc, text)                                                        \
 	[SMTP_REPLY_##id] = { code, esc, text, SMTP_REPLY_LINE(code, esc, text),                   \
-			      sizeof(SMTP_REPLY_LINE(code, esc, text)) - 1 },
+		              sizeof(SMTP_REPLY_LINE(code, esc, text)) - 1 },
 	SMTP_REPLIES(SMTP_REPLY_ROW)
 #undef SMTP_REPLY_ROW
 };
@@ -67,20 +67,20 @@ smtp_reply_ehlo(char *buf, size_t bufsize, const struct smtp_ehlo_info *info)
 	int n;
 
 	n = snprintf(buf, bufsize,
-		     "250-%s\r\n"
-		     "250-PIPELINING\r\n"
-		     "250-SIZE %llu\r\n"
-		     "250-8BITMIME\r\n"
-		     "250-ENHANCEDSTATUSCODES\r\n"
-		     "250-SMTPUTF8\r\n"
-		     "%s"
-		     "%s%s%s"
-		     "%s"
-		     "250 CHUNKING\r\n",
-		     info->hostname, (unsigned long long)info->max_size,
-		     info->starttls ? "250-STARTTLS\r\n" : "", info->auth_mechs ? "250-AUTH " : "",
-		     info->auth_mechs ? info->auth_mechs : "", info->auth_mechs ? "\r\n" : "",
-		     info->dsn ? "250-DSN\r\n" : "");
+	             "250-%s\r\n"
+	             "250-PIPELINING\r\n"
+	             "250-SIZE %llu\r\n"
+	             "250-8BITMIME\r\n"
+	             "250-ENHANCEDSTATUSCODES\r\n"
+	             "250-SMTPUTF8\r\n"
+	             "%s"
+	             "%s%s%s"
+	             "%s"
+	             "250 CHUNKING\r\n",
+	             info->hostname, (unsigned long long)info->max_size,
+	             info->starttls ? "250-STARTTLS\r\n" : "", info->auth_mechs ? "250-AUTH " : "",
+	             info->auth_mechs ? info->auth_mechs : "", info->auth_mechs ? "\r\n" : "",
+	             info->dsn ? "250-DSN\r\n" : "");
 	if (n < 0 || (size_t)n >= bufsize)
 		return 0;
 	return (size_t)n;

@@ -48,7 +48,7 @@ smtp_server_refuse(evutil_socket_t fd, enum smtp_reply_id id)
 
 static void
 smtp_server_accept(void *arg, evutil_socket_t fd, const struct sockaddr *sa, socklen_t salen,
-		   const struct config_listen *entry)
+                   const struct config_listen *entry)
 {
 	struct smtp_server *srv = arg;
 	const struct petrel_config *cfg = srv->cfg;
@@ -66,7 +66,7 @@ smtp_server_accept(void *arg, evutil_socket_t fd, const struct sockaddr *sa, soc
 	if (!conn_table_acquire(srv->per_ip, sa, cfg->max_connections_per_ip)) {
 		srv->stats.refused_limit++;
 		log_warn("smtp refused reason=max_connections_per_ip limit=%u",
-			 cfg->max_connections_per_ip);
+		         cfg->max_connections_per_ip);
 		smtp_server_refuse(fd, SMTP_REPLY_TOO_MANY_FROM_IP);
 		return;
 	}
@@ -89,7 +89,7 @@ smtp_server_listen(struct smtp_server *srv, char **err)
 	}
 	for (i = 0; i < cfg->nlisten; i++) {
 		srv->listeners[i] =
-			listener_new(srv->base, &cfg->listen[i], smtp_server_accept, srv, err);
+		        listener_new(srv->base, &cfg->listen[i], smtp_server_accept, srv, err);
 		if (srv->listeners[i] == NULL)
 			return -1;
 		srv->nlisteners++;

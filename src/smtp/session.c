@@ -39,44 +39,44 @@
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
 
-#define SMTP_INPUT_HIGH	  (256 * 1024) /* stop reading while this much input waits */
+#define SMTP_INPUT_HIGH   (256 * 1024) /* stop reading while this much input waits */
 #define SMTP_OUTPUT_HIGH  (64 * 1024)  /* stop handling input while replies pile up */
 #define SMTP_SPOOL_FLUSH  (64 * 1024)  /* write the body to the spool file past this */
-#define SMTP_DATA_PEEK	  16	       /* iovecs looked at per round in DATA/BDAT */
+#define SMTP_DATA_PEEK    16           /* iovecs looked at per round in DATA/BDAT */
 #define SMTP_RECEIVED_MAX 2048
 
 /* One mail transaction: MAIL .. end of data. Freed as a unit (RSET, end of message). */
 struct smtp_tx {
-	struct message *msg;	  /* owned until spool_msg_commit() */
-	struct body_scan scan;	  /* DATA/BDAT scanner state */
+	struct message *msg;      /* owned until spool_msg_commit() */
+	struct body_scan scan;    /* DATA/BDAT scanner state */
 	enum smtp_reply_id error; /* sticky DATA/BDAT error, SMTP_REPLY_OK if none */
-	bool bdat;		  /* BDAT started: DATA is no longer allowed */
-	bool spooling;		  /* the spool file has been begun */
+	bool bdat;                /* BDAT started: DATA is no longer allowed */
+	bool spooling;            /* the spool file has been begun */
 };
 
 struct smtp_session {
-	struct smtp_session *prev, *next;	/* server's list */
-	struct smtp_server *srv;		/* borrowed */
-	struct bufferevent *bev;		/* owned; owns the socket */
-	const struct config_listen *listen;	/* the listener it came in on (config) */
-	uint64_t id;				/* for logs */
+	struct smtp_session *prev, *next;   /* server's list */
+	struct smtp_server *srv;            /* borrowed */
+	struct bufferevent *bev;            /* owned; owns the socket */
+	const struct config_listen *listen; /* the listener it came in on (config) */
+	uint64_t id;                        /* for logs */
 	enum smtp_state state;
-	unsigned errors;			/* bad commands so far (max_errors) */
-	bool esmtp;				/* greeted with EHLO */
-	bool may_relay;				/* client may send to any domain */
-	bool skip_line;				/* discarding the rest of an over-long line */
-	bool out_blocked;			/* input paused until replies drain */
-	bool shutdown;				/* close after the current message */
-	bool eof;				/* the client half-closed; finish, then free */
-	bool bdat_discard;			/* reading a BDAT chunk only to throw it away */
-	enum smtp_reply_id bdat_reply;		/* reply for a discarded chunk */
-	uint64_t bdat_left;			/* octets of the current BDAT chunk still due */
-	bool bdat_last;				/* the current chunk is the LAST one */
-	time_t cmd_start;			/* when the pending partial command began */
-	const char *close_reason;		/* for the disconnect log line */
-	char *helo;				/* HELO/EHLO argument */
-	struct smtp_tx *tx;			/* current transaction or NULL */
-	struct spool_job *job;			/* pending commit, cancelled if we go */
+	unsigned errors;               /* bad commands so far (max_errors) */
+	bool esmtp;                    /* greeted with EHLO */
+	bool may_relay;                /* client may send to any domain */
+	bool skip_line;                /* discarding the rest of an over-long line */
+	bool out_blocked;              /* input paused until replies drain */
+	bool shutdown;                 /* close after the current message */
+	bool eof;                      /* the client half-closed; finish, then free */
+	bool bdat_discard;             /* reading a BDAT chunk only to throw it away */
+	enum smtp_reply_id bdat_reply; /* reply for a discarded chunk */
+	uint64_t bdat_left;            /* octets of the current BDAT chunk still due */
+	bool bdat_last;                /* the current chunk is the LAST one */
+	time_t cmd_start;              /* when the pending partial command began */
+	const char *close_reason;      /* for the disconnect log line */
+	char *helo;                    /* HELO/EHLO argument */
+	struct smtp_tx *tx;            /* current transaction or NULL */
+	struct spool_job *job;         /* pending commit, cancelled if we go */
 	struct sockaddr_storage peer;
 	char peer_str[INET6_ADDRSTRLEN];
 };
@@ -90,7 +90,7 @@ static void smtp_session_free(struct smtp_session *s);
 static void smtp_session_close(struct smtp_session *s, enum smtp_reply_id id, const char *why);
 static void smtp_session_reply(struct smtp_session *s, enum smtp_reply_id id);
 static void smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *line,
-			       size_t len);
+                               size_t len);
 
 static void smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd);
@@ -105,9 +105,9 @@ static void smtp_proceed_expn(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd);
 
-#define ST(x)	 (1u << SMTP_STATE_##x)
-#define ST_IDLE	 (ST(GREET) | ST(HELO) | ST(MAIL) | ST(RCPT))
-#define ST_ANY	 ST_IDLE
+#define ST(x)   (1u << SMTP_STATE_##x)
+#define ST_IDLE (ST(GREET) | ST(HELO) | ST(MAIL) | ST(RCPT))
+#define ST_ANY  ST_IDLE
 
 static const struct {
 	unsigned states;
@@ -135,8 +135,8 @@ static const struct {
 };
 
 static const char *const smtp_state_names[SMTP_STATE_COUNT] = {
-	[SMTP_STATE_GREET] = "greet", [SMTP_STATE_HELO] = "helo", [SMTP_STATE_MAIL] = "mail",
-	[SMTP_STATE_RCPT] = "rcpt",   [SMTP_STATE_DATA] = "data", [SMTP_STATE_BDAT] = "bdat",
+	[SMTP_STATE_GREET] = "greet", [SMTP_STATE_HELO] = "helo",       [SMTP_STATE_MAIL] = "mail",
+	[SMTP_STATE_RCPT] = "rcpt",   [SMTP_STATE_DATA] = "data",       [SMTP_STATE_BDAT] = "bdat",
 	[SMTP_STATE_WAIT] = "wait",   [SMTP_STATE_CLOSING] = "closing",
 };
 
@@ -158,7 +158,7 @@ smtp_session_set_state(struct smtp_session *s, enum smtp_state state)
 	if (s->state == state)
 		return;
 	log_debug("%016llx smtp state %s -> %s", (unsigned long long)s->id,
-		  smtp_state_name(s->state), smtp_state_name(state));
+	          smtp_state_name(s->state), smtp_state_name(state));
 	s->state = state;
 }
 
@@ -206,7 +206,7 @@ smtp_tx_spool_begin(struct smtp_session *s)
 	hlen = message_received_header(tx->msg, s->srv->cfg->hostname, hdr, sizeof(hdr));
 	if (hlen == 0 || spool_msg_begin(s->srv->spool, tx->msg, hdr, hlen) == -1) {
 		log_error("%016llx smtp spool failed id=%s error=\"%s\"", (unsigned long long)s->id,
-			  tx->msg->id, strerror(errno));
+		          tx->msg->id, strerror(errno));
 		return -1;
 	}
 	tx->spooling = true;
@@ -229,8 +229,7 @@ smtp_tx_store(struct smtp_session *s, struct evbuffer *in, size_t n)
 	evbuffer_remove_buffer(in, tx->msg->body, n);
 	tx->msg->body_size += n;
 	if (evbuffer_get_length(tx->msg->body) >= SMTP_SPOOL_FLUSH) {
-		if (smtp_tx_spool_begin(s) == -1 ||
-		    spool_msg_write(s->srv->spool, tx->msg) == -1) {
+		if (smtp_tx_spool_begin(s) == -1 || spool_msg_write(s->srv->spool, tx->msg) == -1) {
 			smtp_tx_fail(tx, SMTP_REPLY_LOCAL_ERROR);
 			evbuffer_drain(tx->msg->body, evbuffer_get_length(tx->msg->body));
 		}
@@ -278,7 +277,7 @@ smtp_tx_finish(struct smtp_session *s)
 	if (tx->error != SMTP_REPLY_OK) {
 		const struct smtp_reply *r = smtp_reply_get(tx->error);
 		log_info("%016llx smtp message rejected id=%s result=\"%u %s %s\"",
-			 (unsigned long long)s->id, msg->id, r->code, r->enhanced, r->text);
+		         (unsigned long long)s->id, msg->id, r->code, r->enhanced, r->text);
 		s->srv->stats.rejected++;
 		smtp_session_reply(s, tx->error);
 		smtp_tx_free(s);
@@ -286,8 +285,8 @@ smtp_tx_finish(struct smtp_session *s)
 		return;
 	}
 	log_info("%016llx smtp message accepted id=%s from=<%s> nrcpt=%zu size=%llu",
-		 (unsigned long long)s->id, msg->id, msg->from, msg->nrcpts,
-		 (unsigned long long)msg->body_size);
+	         (unsigned long long)s->id, msg->id, msg->from, msg->nrcpts,
+	         (unsigned long long)msg->body_size);
 	s->srv->stats.bytes += msg->body_size;
 	tx->msg = NULL; /* the spool owns it now, even if the commit fails */
 	free(s->tx);
@@ -319,8 +318,8 @@ smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *li
 
 	smtp_session_reply(s, id);
 	log_info("%016llx smtp failed-command command=\"%s\" result=\"%u %s %s\"",
-		 (unsigned long long)s->id, log_escape(esc, sizeof(esc), line, len), r->code,
-		 r->enhanced, r->text);
+	         (unsigned long long)s->id, log_escape(esc, sizeof(esc), line, len), r->code,
+	         r->enhanced, r->text);
 	if (r->code >= 500 && ++s->errors >= s->srv->cfg->max_errors)
 		smtp_session_close(s, SMTP_REPLY_TOO_MANY_ERRORS, "errors");
 }
@@ -442,7 +441,7 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	msg->ret = p->ret;
 	msg->protocol = s->esmtp ? "ESMTP" : "SMTP";
 	snprintf(msg->client_addr, sizeof(msg->client_addr), "%s%s",
-		 s->peer.ss_family == AF_INET6 ? "IPv6:" : "", s->peer_str);
+	         s->peer.ss_family == AF_INET6 ? "IPv6:" : "", s->peer_str);
 	tx->msg = msg;
 	tx->error = SMTP_REPLY_OK;
 	s->tx = tx;
@@ -474,7 +473,7 @@ smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 		return;
 	}
 	if (message_add_rcpt(msg, path->postmaster ? "postmaster" : path->addr, p->notify,
-			     p->orcpt) == -1) {
+	                     p->orcpt) == -1) {
 		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
 		return;
 	}
@@ -578,7 +577,7 @@ static void
 smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	smtp_session_error(s, SMTP_REPLY_NOT_IMPLEMENTED, smtp_verb_name(cmd->verb),
-			   strlen(smtp_verb_name(cmd->verb)));
+	                   strlen(smtp_verb_name(cmd->verb)));
 }
 
 /* One complete command line (CRLF removed). */
@@ -685,7 +684,7 @@ smtp_session_data(struct smtp_session *s, struct evbuffer *in)
 	case BODY_SCAN_BARE_DOT:
 		evbuffer_drain(in, consumed);
 		log_info("%016llx smtp message rejected id=%s result=\"bare LF ends data\"",
-			 (unsigned long long)s->id, s->tx->msg->id);
+		         (unsigned long long)s->id, s->tx->msg->id);
 		smtp_tx_free(s);
 		smtp_session_close(s, SMTP_REPLY_BARE_LF_CLOSE, "bare-lf");
 		return 1;
@@ -701,7 +700,7 @@ smtp_session_bdat_ack(struct smtp_session *s, uint64_t size)
 {
 	char line[64];
 	int n = snprintf(line, sizeof(line), "250 2.0.0 %llu octets received\r\n",
-			 (unsigned long long)size);
+	                 (unsigned long long)size);
 
 	bufferevent_write(s->bev, line, (size_t)n);
 }
@@ -881,7 +880,7 @@ smtp_session_free(struct smtp_session *s)
 	struct smtp_server *srv = s->srv;
 
 	log_info("%016llx smtp disconnected reason=%s", (unsigned long long)s->id,
-		 s->close_reason ? s->close_reason : "closed");
+	         s->close_reason ? s->close_reason : "closed");
 	if (s->prev)
 		s->prev->next = s->next;
 	else
@@ -904,7 +903,7 @@ smtp_session_free(struct smtp_session *s)
 
 struct smtp_session *
 smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct sockaddr *sa,
-		 socklen_t salen, const struct config_listen *entry)
+                 socklen_t salen, const struct config_listen *entry)
 {
 	struct smtp_session *s;
 	char greeting[300];
@@ -945,9 +944,9 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	srv->stats.connections++;
 
 	log_info("%016llx smtp connected address=%s port=%u relay=%s", (unsigned long long)s->id,
-		 s->peer_str, port, s->may_relay ? "yes" : "no");
+	         s->peer_str, port, s->may_relay ? "yes" : "no");
 	bufferevent_setcb(s->bev, smtp_session_read_cb, smtp_session_write_cb,
-			  smtp_session_event_cb, s);
+	                  smtp_session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	smtp_session_set_timeouts(s, false);
 	n = snprintf(greeting, sizeof(greeting), "220 %s ESMTP petrel\r\n", srv->cfg->hostname);

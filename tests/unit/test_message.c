@@ -55,7 +55,7 @@ Test(message, envelope_and_received_header)
 	n = message_received_header(m, "mx.example.org", buf, sizeof(buf));
 	cr_assert_gt(n, 0);
 	cr_assert(strncmp(buf, "Received: from client.example.org ([127.0.0.1])\r\n", 49) == 0,
-		  "%s", buf);
+	          "%s", buf);
 	cr_assert(strstr(buf, "by mx.example.org (petrel) with ESMTP id ") != NULL);
 	cr_assert(strstr(buf, m->id) != NULL);
 	cr_assert(strstr(buf, "for <u@localhost>;") != NULL);

@@ -16,7 +16,7 @@ load(const char *text)
 	char *err = NULL;
 
 	cr_assert_eq(config_load_string("test.yaml", text, strlen(text), &cfg, &err), 0, "%s",
-		     err ? err : "");
+	             err ? err : "");
 	return cfg;
 }
 
@@ -87,7 +87,7 @@ Test(policy, address_tricks_refused_without_relay_right)
 	for (i = 0; i < sizeof(tricks) / sizeof(tricks[0]); i++) {
 		struct smtp_path p = rcpt(tricks[i]);
 		cr_assert_eq(policy_check_rcpt(cfg, false, &p), POLICY_RELAY_DENIED, "%s",
-			     tricks[i]);
+		             tricks[i]);
 		cr_assert_eq(policy_check_rcpt(cfg, true, &p), POLICY_ACCEPT, "%s", tricks[i]);
 	}
 	config_free(cfg);

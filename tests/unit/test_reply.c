@@ -20,10 +20,10 @@ Test(reply, every_line_is_well_formed)
 		if (r->code == 354) {
 			snprintf(expect, sizeof(expect), "354 %s\r\n", r->text);
 		} else {
-			cr_assert_eq(r->enhanced[0], '0' + (char)(r->code / 100),
-				     "id %d: %u vs %s", id, r->code, r->enhanced);
+			cr_assert_eq(r->enhanced[0], '0' + (char)(r->code / 100), "id %d: %u vs %s",
+			             id, r->code, r->enhanced);
 			snprintf(expect, sizeof(expect), "%u %s %s\r\n", r->code, r->enhanced,
-				 r->text);
+			         r->text);
 		}
 		cr_assert_str_eq(r->line, expect, "id %d", id);
 		cr_assert_eq(r->len, strlen(r->line));
@@ -34,9 +34,9 @@ Test(reply, every_line_is_well_formed)
 Test(reply, specific_codes)
 {
 	cr_assert_str_eq(smtp_reply_get(SMTP_REPLY_RELAY_DENIED)->line,
-			 "554 5.7.1 Relay access denied\r\n");
+	                 "554 5.7.1 Relay access denied\r\n");
 	cr_assert_str_eq(smtp_reply_get(SMTP_REPLY_DATA_GO)->line,
-			 "354 End data with <CR><LF>.<CR><LF>\r\n");
+	                 "354 End data with <CR><LF>.<CR><LF>\r\n");
 	cr_assert_eq(smtp_reply_get(SMTP_REPLY_TOO_MANY_RCPTS)->code, 452);
 	cr_assert_str_eq(smtp_reply_get(SMTP_REPLY_LINE_TOO_LONG)->enhanced, "5.5.6");
 	cr_assert_str_eq(smtp_reply_get(SMTP_REPLY_BARE_LF)->enhanced, "5.6.11");
@@ -45,19 +45,18 @@ Test(reply, specific_codes)
 
 Test(reply, parse_errors_map)
 {
-	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_VERB, SMTP_VERB_NONE),
-		     SMTP_REPLY_UNKNOWN);
+	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_VERB, SMTP_VERB_NONE), SMTP_REPLY_UNKNOWN);
 	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_PATH, SMTP_VERB_MAIL),
-		     SMTP_REPLY_BAD_SENDER);
+	             SMTP_REPLY_BAD_SENDER);
 	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_PATH, SMTP_VERB_RCPT),
-		     SMTP_REPLY_BAD_RCPT);
+	             SMTP_REPLY_BAD_RCPT);
 	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_PARAM, SMTP_VERB_MAIL),
-		     SMTP_REPLY_PARAM_UNKNOWN);
-	cr_assert_eq(smtp_reply_get(smtp_reply_for_parse(SMTP_PARSE_ERR_PARAM, SMTP_VERB_MAIL))
-			     ->code,
-		     555);
+	             SMTP_REPLY_PARAM_UNKNOWN);
+	cr_assert_eq(
+	        smtp_reply_get(smtp_reply_for_parse(SMTP_PARSE_ERR_PARAM, SMTP_VERB_MAIL))->code,
+	        555);
 	cr_assert_eq(smtp_reply_for_parse(SMTP_PARSE_ERR_NUL, SMTP_VERB_NOOP),
-		     SMTP_REPLY_SYNTAX_CHARS);
+	             SMTP_REPLY_SYNTAX_CHARS);
 }
 
 Test(reply, ehlo)
@@ -68,12 +67,12 @@ Test(reply, ehlo)
 
 	cr_assert_gt(n, 0);
 	cr_assert_str_eq(buf, "250-mx.example.org\r\n"
-			      "250-PIPELINING\r\n"
-			      "250-SIZE 36700160\r\n"
-			      "250-8BITMIME\r\n"
-			      "250-ENHANCEDSTATUSCODES\r\n"
-			      "250-SMTPUTF8\r\n"
-			      "250 CHUNKING\r\n");
+	                      "250-PIPELINING\r\n"
+	                      "250-SIZE 36700160\r\n"
+	                      "250-8BITMIME\r\n"
+	                      "250-ENHANCEDSTATUSCODES\r\n"
+	                      "250-SMTPUTF8\r\n"
+	                      "250 CHUNKING\r\n");
 	info.starttls = true;
 	info.auth_mechs = "PLAIN LOGIN";
 	n = smtp_reply_ehlo(buf, sizeof(buf), &info);

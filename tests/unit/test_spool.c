@@ -120,8 +120,8 @@ commit_one(enum config_durability durability)
 	cr_assert(strstr(data, "\nfrom <a@example.org>\n") != NULL);
 	cr_assert(strstr(data, "\nrcpt <u@localhost>\n") != NULL);
 	cr_assert(strstr(data, "\nrcpt notify=SUCCESS,FAILURE, orcpt=rfc822;v@localhost "
-			       "<v@localhost>\n") != NULL,
-		  "%s", data);
+	                       "<v@localhost>\n") != NULL,
+	          "%s", data);
 	cr_assert(strstr(data, "\n\nReceived: x\r\nSubject: t\r\n\r\n..dot\r\n") != NULL);
 	cr_assert_eq(data[len - 1], '\n');
 	free(data);
@@ -184,7 +184,7 @@ Test(spool, abort_leaves_nothing_and_tmp_is_cleaned, .init = setup, .fini = tear
 static void
 count_entry(void *arg, const struct spool_entry *e)
 {
-	char (*ids)[17] = arg;
+	char(*ids)[17] = arg;
 	int i = 0;
 
 	while (ids[i][0])

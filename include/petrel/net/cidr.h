@@ -11,9 +11,9 @@
 #include <sys/socket.h>
 
 struct cidr {
-	int family;		/* AF_INET or AF_INET6 */
-	uint8_t addr[16];	/* network bytes, host bits cleared; 4 used for AF_INET */
-	unsigned prefix;	/* 0..32 or 0..128 */
+	int family;       /* AF_INET or AF_INET6 */
+	uint8_t addr[16]; /* network bytes, host bits cleared; 4 used for AF_INET */
+	unsigned prefix;  /* 0..32 or 0..128 */
 };
 
 /* Parse "a.b.c.d[/n]" or "v6[/n]" (no brackets). A missing prefix means a host. Returns 0/-1. */

@@ -21,14 +21,14 @@ struct listener;
 
 /* Takes ownership of fd. */
 typedef void (*listener_accept_cb)(void *arg, evutil_socket_t fd, const struct sockaddr *sa,
-				   socklen_t salen, const struct config_listen *entry);
+                                   socklen_t salen, const struct config_listen *entry);
 
 /*
  * Bind and listen on entry->addr. Returns NULL and sets *err (malloc'd) on failure. `entry`
  * must outlive the listener. The bound address (port 0 resolved) is logged.
  */
 struct listener *listener_new(struct event_base *base, const struct config_listen *entry,
-			      listener_accept_cb cb, void *arg, char **err);
+                              listener_accept_cb cb, void *arg, char **err);
 
 /* Stop accepting, close the socket. */
 void listener_free(struct listener *l);

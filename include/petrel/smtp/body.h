@@ -33,22 +33,22 @@ enum body_error {
 };
 
 enum body_scan_result {
-	BODY_SCAN_MORE = 0,	/* everything given was consumed; feed more */
-	BODY_SCAN_END,		/* DATA: the consumed bytes end with the ".\r\n" line */
-	BODY_SCAN_BARE_DOT,	/* DATA: the consumed bytes end with a ".\n" line */
-	BODY_SCAN_DOT_LINE,	/* BDAT: the consumed bytes end just before a line starting with '.' */
+	BODY_SCAN_MORE = 0, /* everything given was consumed; feed more */
+	BODY_SCAN_END,      /* DATA: the consumed bytes end with the ".\r\n" line */
+	BODY_SCAN_BARE_DOT, /* DATA: the consumed bytes end with a ".\n" line */
+	BODY_SCAN_DOT_LINE, /* BDAT: the consumed bytes end just before a line starting with '.' */
 };
 
 struct body_scan {
-	bool bdat;		/* BDAT mode (set by body_scan_init) */
-	bool prev_crlf;		/* the previous line ended with CRLF (true at the start) */
-	bool dot_checked;	/* BDAT: the current line's leading '.' was already reported */
-	char first;		/* first octet of the current line */
-	char last;		/* last octet seen of the current line */
-	unsigned crs;		/* CR octets seen in the current line */
-	unsigned errors;	/* enum body_error bits, sticky */
-	uint64_t line_len;	/* octets of the current line seen so far (LF excluded) */
-	uint64_t total;		/* octets consumed in all */
+	bool bdat;         /* BDAT mode (set by body_scan_init) */
+	bool prev_crlf;    /* the previous line ended with CRLF (true at the start) */
+	bool dot_checked;  /* BDAT: the current line's leading '.' was already reported */
+	char first;        /* first octet of the current line */
+	char last;         /* last octet seen of the current line */
+	unsigned crs;      /* CR octets seen in the current line */
+	unsigned errors;   /* enum body_error bits, sticky */
+	uint64_t line_len; /* octets of the current line seen so far (LF excluded) */
+	uint64_t total;    /* octets consumed in all */
 };
 
 void body_scan_init(struct body_scan *s, bool bdat);

@@ -17,13 +17,13 @@
 #include <stdint.h>
 
 /* RFC 5321 §4.5.3.1: command line 512 octets with CRLF, path 256, local part 64, domain 255. */
-#define SMTP_LINE_MAX	   512
-#define SMTP_PATH_MAX	   256
-#define SMTP_LOCAL_MAX	   64
-#define SMTP_DOMAIN_MAX	   255
+#define SMTP_LINE_MAX   512
+#define SMTP_PATH_MAX   256
+#define SMTP_LOCAL_MAX  64
+#define SMTP_DOMAIN_MAX 255
 /* RFC 3461 §4.2 (ENVID) and §4.2 ORCPT: at most 100 / 500 characters of xtext. */
-#define SMTP_ENVID_MAX	   100
-#define SMTP_ORCPT_MAX	   500
+#define SMTP_ENVID_MAX 100
+#define SMTP_ORCPT_MAX 500
 /* RFC 4954 §5 AUTH= on MAIL: an xtext mailbox, bounded like a path. */
 #define SMTP_AUTH_MAIL_MAX 500
 
@@ -53,22 +53,22 @@ enum smtp_verb {
 
 enum smtp_parse_result {
 	SMTP_PARSE_OK = 0,
-	SMTP_PARSE_ERR_VERB,	/* unknown or missing verb: 500 5.5.1 */
-	SMTP_PARSE_ERR_SYNTAX,	/* malformed arguments: 501 5.5.4 (5.5.2 for bad chars) */
-	SMTP_PARSE_ERR_PATH,	/* malformed mailbox/path: 501 5.1.7 (MAIL) / 501 5.1.3 (RCPT) */
-	SMTP_PARSE_ERR_DOMAIN,	/* malformed HELO/EHLO domain or address literal: 501 5.5.4 */
-	SMTP_PARSE_ERR_PATH_TOO_LONG,	/* path/local part/domain over the RFC limit: 501 5.5.4 */
-	SMTP_PARSE_ERR_PARAM,	/* unknown ESMTP parameter: 555 5.5.4 */
-	SMTP_PARSE_ERR_PARAM_VALUE,	/* known parameter, bad value or repeated: 501 5.5.4 */
-	SMTP_PARSE_ERR_8BIT,	/* non-ASCII in a command where only ASCII may stand: 501 5.5.2 */
-	SMTP_PARSE_ERR_NUL,	/* NUL byte in the command line: 501 5.5.2 */
+	SMTP_PARSE_ERR_VERB,   /* unknown or missing verb: 500 5.5.1 */
+	SMTP_PARSE_ERR_SYNTAX, /* malformed arguments: 501 5.5.4 (5.5.2 for bad chars) */
+	SMTP_PARSE_ERR_PATH,   /* malformed mailbox/path: 501 5.1.7 (MAIL) / 501 5.1.3 (RCPT) */
+	SMTP_PARSE_ERR_DOMAIN, /* malformed HELO/EHLO domain or address literal: 501 5.5.4 */
+	SMTP_PARSE_ERR_PATH_TOO_LONG, /* path/local part/domain over the RFC limit: 501 5.5.4 */
+	SMTP_PARSE_ERR_PARAM,         /* unknown ESMTP parameter: 555 5.5.4 */
+	SMTP_PARSE_ERR_PARAM_VALUE,   /* known parameter, bad value or repeated: 501 5.5.4 */
+	SMTP_PARSE_ERR_8BIT, /* non-ASCII in a command where only ASCII may stand: 501 5.5.2 */
+	SMTP_PARSE_ERR_NUL,  /* NUL byte in the command line: 501 5.5.2 */
 };
 
 enum smtp_body_type {
-	SMTP_BODY_UNSPEC = 0,	/* no BODY= given (means 7BIT) */
+	SMTP_BODY_UNSPEC = 0, /* no BODY= given (means 7BIT) */
 	SMTP_BODY_7BIT,
 	SMTP_BODY_8BITMIME,
-	SMTP_BODY_BINARYMIME,	/* RFC 3030 §3: parsed; the session decides whether to allow it */
+	SMTP_BODY_BINARYMIME, /* RFC 3030 §3: parsed; the session decides whether to allow it */
 };
 
 enum smtp_dsn_ret {
@@ -88,33 +88,34 @@ enum smtp_dsn_notify {
 
 /* A mailbox from MAIL FROM:<...> or RCPT TO:<...>, copied out of the line. */
 struct smtp_path {
-	bool null;		/* MAIL FROM:<> (the null reverse-path) */
-	bool postmaster;	/* RCPT TO:<Postmaster> with no domain (case-insensitive) */
-	bool had_source_route;	/* an "@a,@b:" prefix was present (and is dropped from addr) */
-	bool quoted_local;	/* the local part is a quoted-string ("...") */
-	bool utf8;		/* addr contains non-ASCII (UTF-8) octets (RFC 6531) */
-	size_t len;		/* strlen(addr) */
-	size_t domain_off;	/* offset of the domain in addr (just after the last '@'); == len for
-				 * <postmaster> and the null path */
-	char addr[SMTP_PATH_MAX + 1]; /* local@domain as sent (quoting kept), NUL-terminated; "" for <> */
+	bool null;             /* MAIL FROM:<> (the null reverse-path) */
+	bool postmaster;       /* RCPT TO:<Postmaster> with no domain (case-insensitive) */
+	bool had_source_route; /* an "@a,@b:" prefix was present (and is dropped from addr) */
+	bool quoted_local;     /* the local part is a quoted-string ("...") */
+	bool utf8;             /* addr contains non-ASCII (UTF-8) octets (RFC 6531) */
+	size_t len;            /* strlen(addr) */
+	size_t domain_off;     /* offset of the domain in addr (just after the last '@'); == len for
+	                        * <postmaster> and the null path */
+	char addr[SMTP_PATH_MAX +
+	          1]; /* local@domain as sent (quoting kept), NUL-terminated; "" for <> */
 };
 
 /* ESMTP parameters of MAIL FROM (RFC 1870, 6152, 3461, 4954, 6531). */
 struct smtp_mail_params {
 	bool size_set;
-	uint64_t size;		/* SIZE=n */
-	enum smtp_body_type body;	/* BODY= */
-	bool smtputf8;		/* SMTPUTF8 */
-	enum smtp_dsn_ret ret;	/* RET= */
-	char envid[SMTP_ENVID_MAX + 1];	/* ENVID=, still xtext-encoded; "" if absent */
+	uint64_t size;                  /* SIZE=n */
+	enum smtp_body_type body;       /* BODY= */
+	bool smtputf8;                  /* SMTPUTF8 */
+	enum smtp_dsn_ret ret;          /* RET= */
+	char envid[SMTP_ENVID_MAX + 1]; /* ENVID=, still xtext-encoded; "" if absent */
 	bool auth_set;
-	char auth[SMTP_AUTH_MAIL_MAX + 1];	/* AUTH=, still xtext-encoded ("<>" allowed) */
+	char auth[SMTP_AUTH_MAIL_MAX + 1]; /* AUTH=, still xtext-encoded ("<>" allowed) */
 };
 
 /* ESMTP parameters of RCPT TO (RFC 3461). */
 struct smtp_rcpt_params {
-	unsigned notify;	/* enum smtp_dsn_notify bits; 0 if absent */
-	char orcpt[SMTP_ORCPT_MAX + 1];	/* ORCPT=, as sent (addr-type;xtext); "" if absent */
+	unsigned notify;                /* enum smtp_dsn_notify bits; 0 if absent */
+	char orcpt[SMTP_ORCPT_MAX + 1]; /* ORCPT=, as sent (addr-type;xtext); "" if absent */
 };
 
 /*
@@ -122,7 +123,7 @@ struct smtp_rcpt_params {
  */
 struct smtp_cmd {
 	enum smtp_verb verb;
-	const char *arg;	/* everything after the verb and its separating space(s); NULL if none */
+	const char *arg; /* everything after the verb and its separating space(s); NULL if none */
 	size_t arg_len;
 	union {
 		/* HELO / EHLO: the domain or address literal ("[1.2.3.4]", "[IPv6:...]"). */
@@ -147,7 +148,7 @@ struct smtp_cmd {
 		struct {
 			const char *mech;
 			size_t mech_len;
-			const char *initial;	/* NULL if absent; "=" means an empty response */
+			const char *initial; /* NULL if absent; "=" means an empty response */
 			size_t initial_len;
 		} auth;
 	} u;

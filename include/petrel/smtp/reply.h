@@ -21,7 +21,7 @@
 	X(RSET_OK, 250, "2.0.0", "Reset state")                                                    \
 	X(DATA_GO, 354, "", "End data with <CR><LF>.<CR><LF>")                                     \
 	X(BYE, 221, "2.0.0", "Bye")                                                                \
-	X(VRFY, 252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")   \
+	X(VRFY, 252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery")    \
 	X(HELP, 214, "2.0.0", "See https://www.rfc-editor.org/rfc/rfc5321")                        \
 	X(EXPN, 502, "5.5.1", "EXPN not available")                                                \
 	X(NOT_IMPLEMENTED, 502, "5.5.1", "Command not implemented")                                \
@@ -62,14 +62,14 @@ enum smtp_reply_id {
 #define SMTP_REPLY_ENUM(id, code, esc, text) SMTP_REPLY_##id,
 	SMTP_REPLIES(SMTP_REPLY_ENUM)
 #undef SMTP_REPLY_ENUM
-		SMTP_REPLY_COUNT
+	        SMTP_REPLY_COUNT
 };
 
 struct smtp_reply {
 	unsigned code;
-	const char *enhanced;	/* "" for 354 (no enhanced code on intermediate replies) */
+	const char *enhanced; /* "" for 354 (no enhanced code on intermediate replies) */
 	const char *text;
-	const char *line;	/* the whole line with CRLF: "250 2.1.0 Sender ok\r\n" */
+	const char *line; /* the whole line with CRLF: "250 2.1.0 Sender ok\r\n" */
 	size_t len;
 };
 
@@ -81,11 +81,11 @@ enum smtp_reply_id smtp_reply_for_parse(enum smtp_parse_result r, enum smtp_verb
 
 /* Extensions advertised in EHLO. */
 struct smtp_ehlo_info {
-	const char *hostname;	/* our name */
-	uint64_t max_size;	/* SIZE value; 0 advertises "SIZE" with no value */
-	bool starttls;		/* advertise STARTTLS */
-	const char *auth_mechs;	/* "PLAIN LOGIN" or NULL */
-	bool dsn;		/* advertise DSN */
+	const char *hostname;   /* our name */
+	uint64_t max_size;      /* SIZE value; 0 advertises "SIZE" with no value */
+	bool starttls;          /* advertise STARTTLS */
+	const char *auth_mechs; /* "PLAIN LOGIN" or NULL */
+	bool dsn;               /* advertise DSN */
 };
 
 /*

@@ -18,31 +18,31 @@ struct spool;
 struct smtp_session;
 
 struct smtp_server_stats {
-	uint64_t connections;		/* accepted and served */
-	uint64_t refused_limit;		/* refused by max_connections / per-IP limit */
-	uint64_t messages;		/* accepted with 250 */
-	uint64_t bytes;			/* message bytes accepted */
-	uint64_t rejected;		/* transactions refused after DATA/BDAT */
+	uint64_t connections;   /* accepted and served */
+	uint64_t refused_limit; /* refused by max_connections / per-IP limit */
+	uint64_t messages;      /* accepted with 250 */
+	uint64_t bytes;         /* message bytes accepted */
+	uint64_t rejected;      /* transactions refused after DATA/BDAT */
 };
 
 struct smtp_server {
 	struct event_base *base;
-	const struct petrel_config *cfg;	/* borrowed */
-	struct spool *spool;			/* borrowed */
+	const struct petrel_config *cfg; /* borrowed */
+	struct spool *spool;             /* borrowed */
 	struct listener **listeners;
 	size_t nlisteners;
 	struct conn_table *per_ip;
-	struct smtp_session *sessions;		/* doubly linked list of live sessions */
+	struct smtp_session *sessions; /* doubly linked list of live sessions */
 	unsigned nsessions;
 	uint64_t next_session_id;
 	bool shutting_down;
-	void (*drained_cb)(void *arg);		/* called once when shutting down and empty */
+	void (*drained_cb)(void *arg); /* called once when shutting down and empty */
 	void *drained_arg;
 	struct smtp_server_stats stats;
 };
 
 struct smtp_server *smtp_server_new(struct event_base *base, const struct petrel_config *cfg,
-				    struct spool *spool);
+                                    struct spool *spool);
 
 /* Bind every `listen:` entry. Returns 0, or -1 with *err (malloc'd). */
 int smtp_server_listen(struct smtp_server *srv, char **err);

@@ -18,14 +18,14 @@ struct smtp_server;
 struct smtp_session;
 
 enum smtp_state {
-	SMTP_STATE_GREET = 0,	/* greeted, waiting for HELO/EHLO */
-	SMTP_STATE_HELO,	/* HELO done, no transaction */
-	SMTP_STATE_MAIL,	/* MAIL accepted, no recipient yet */
-	SMTP_STATE_RCPT,	/* at least one recipient accepted */
-	SMTP_STATE_DATA,	/* receiving a DATA body */
-	SMTP_STATE_BDAT,	/* receiving a BDAT chunk */
-	SMTP_STATE_WAIT,	/* the message is being committed; input is held */
-	SMTP_STATE_CLOSING,	/* last reply flushing, then freed */
+	SMTP_STATE_GREET = 0, /* greeted, waiting for HELO/EHLO */
+	SMTP_STATE_HELO,      /* HELO done, no transaction */
+	SMTP_STATE_MAIL,      /* MAIL accepted, no recipient yet */
+	SMTP_STATE_RCPT,      /* at least one recipient accepted */
+	SMTP_STATE_DATA,      /* receiving a DATA body */
+	SMTP_STATE_BDAT,      /* receiving a BDAT chunk */
+	SMTP_STATE_WAIT,      /* the message is being committed; input is held */
+	SMTP_STATE_CLOSING,   /* last reply flushing, then freed */
 	SMTP_STATE_COUNT
 };
 
@@ -37,8 +37,8 @@ const char *smtp_state_name(enum smtp_state state);
  * session releases it when it ends.
  */
 struct smtp_session *smtp_session_new(struct smtp_server *srv, evutil_socket_t fd,
-				      const struct sockaddr *sa, socklen_t salen,
-				      const struct config_listen *entry);
+                                      const struct sockaddr *sa, socklen_t salen,
+                                      const struct config_listen *entry);
 
 /*
  * The server is shutting down: an idle session gets 421 and closes now; one in the middle of

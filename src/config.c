@@ -1,0 +1,1618 @@
+/*
+ * config.c: petrel.yaml → struct petrel_config, with every error of the file reported.
+ *
+ * Owns: reading the file, libyaml's document API, the defaults, validation and the error report.
+ * Does not: create the spool, bind sockets or resolve names (addresses are numeric only).
+ *
+ * Start reading at the key tables (config_root_keys and below). Each YAML mapping of the file is
+ * one table of struct config_key rows {name, kind, offset, …}: config_walk_mapping() matches a
+ * mapping's keys against its table (unknown and duplicate keys, required keys) and
+ * config_apply() stores each value by its kind at base + offset. Adding a section:
+ *   1. add its fields to struct petrel_config (flat, or a sub-struct) and their defaults to
+ *      config_new_defaults();
+ *   2. write a `static const struct config_key config_<section>_keys[]` table, using the kinds
+ *      below (MAP for a nested mapping, LIST with a struct config_list for a list, CUSTOM for
+ *      anything irregular);
+ *   3. add one CONFIG_KIND_MAP row to config_root_keys (.offset = the sub-struct, or 0 if flat).
+ *
+ * Errors never stop the walk: each is appended as "FILE:LINE:COL: KEY: message" (KEY is the
+ * dotted path, list indexes count from 0: "listen[1].address") and the config is thrown away at
+ * the end if there was any. A YAML syntax error stops libyaml, so it is the only line reported.
+ * Anchors and aliases are resolved by libyaml (an error in aliased content points at the
+ * anchor); merge keys ("<<") are not supported and are reported as unknown keys.
+ */
+#include "petrel/config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include <yaml.h>
+
+#define CONFIG_MAX_ERRORS     100           /* lines in one report; the rest are counted */
+#define CONFIG_MAX_FILE       (1024 * 1024) /* a config is small: refuse anything bigger */
+#define CONFIG_PATH_MAX       256           /* "limits.timeouts.command", "listen[3].role" */
+#define CONFIG_QUOTE_MAX      64            /* bytes of user text quoted in one message */
+#define CONFIG_MSG_MAX        512           /* one error message */
+#define CONFIG_SUGGEST_MAX    32            /* keys longer than this get no "did you mean" */
+#define CONFIG_DOMAIN_MAX     253           /* RFC 1035 2.3.4, without the trailing dot */
+#define CONFIG_LABEL_MAX      63
+#define CONFIG_DEFAULT_SPOOL  "./var/spool"
+#define CONFIG_DEFAULT_LISTEN "127.0.0.1:2525"
+#define CONFIG_DEFAULT_DOMAIN "localhost"
+#define CONFIG_WHAT_ADDRESS   "an address such as 127.0.0.1:25, [::1]:25 or *:25"
+#define CONFIG_WHAT_LISTEN    "a listen address"
+#define CONFIG_WHAT_NETWORK   "a network such as 10.0.0.0/8, \"::1/128\" or 192.0.2.7"
+#define CONFIG_WHAT_DOMAIN    "a domain name"
+#define CONFIG_RFC_RECIPIENTS " (RFC 5321 section 4.5.3.1.8)"
+
+/* The state of one load: the document being walked and the report being written. */
+struct config_loader {
+	const char *name;     /* file name for messages */
+	yaml_document_t *doc; /* the document being walked, NULL outside the walk */
+	char *errors;         /* the report: "FILE:LINE:COL: KEY: message\n" lines */
+	size_t errlen;
+	size_t errcap;
+	unsigned nerrors; /* including those past CONFIG_MAX_ERRORS */
+	bool oom;         /* an allocation failed: the report says only that */
+};
+
+enum config_kind {
+	CONFIG_KIND_MAP,      /* nested mapping: rows of .map, relative to base + offset */
+	CONFIG_KIND_STRING,   /* char * at offset; .check may refuse or rewrite the copy */
+	CONFIG_KIND_UINT,     /* unsigned at offset, decimal, .min to .max */
+	CONFIG_KIND_SIZE,     /* uint64_t bytes at offset, K/M/G suffixes, .min to .max */
+	CONFIG_KIND_DURATION, /* unsigned seconds at offset, s/m/h/d/w units, .min to .max */
+	CONFIG_KIND_ENUM,     /* an enum at offset, one of .names */
+	CONFIG_KIND_LIST,     /* array pointer at offset + count, items parsed by .list */
+	CONFIG_KIND_CUSTOM,   /* anything else: .custom does all the work */
+};
+
+struct config_enum_name {
+	const char *name;
+	int value;
+};
+
+struct config_key;
+
+/* Parses `node` into the fields at `base`; reports its own errors. */
+typedef void config_custom_fn(struct config_loader *ld, const struct config_key *key,
+                              yaml_node_t *node, const char *path, void *base);
+/* Parses list item `node` into items[i] (zeroed); returns -1 after reporting an error. */
+typedef int config_item_fn(struct config_loader *ld, yaml_node_t *node, const char *path,
+                           void *items, size_t i);
+/* Frees what one item owns (not the item itself); must accept a zeroed or half-parsed item. */
+typedef void config_item_free_fn(void *item);
+/* Checks (and may rewrite in place) a string value: NULL if fine, else the reason. */
+typedef const char *config_check_fn(char *value);
+
+/* A list value: a malloc'd array at key->offset, its size_t count at count_offset. A list in the
+ * file replaces the default list as a whole. */
+struct config_list {
+	size_t item_size;
+	size_t count_offset;
+	size_t min_items;
+	config_item_fn *parse;
+	config_item_free_fn *free_item; /* NULL: items own nothing */
+};
+
+/* One key of a mapping. Offsets are relative to the base the mapping is walked with. */
+struct config_key {
+	const char *name;
+	enum config_kind kind;
+	size_t offset;
+	bool required;                /* "missing key" if absent from its mapping */
+	const char *what;             /* STRING: "a host name", for "expected …, got …" */
+	uint64_t min;                 /* UINT, SIZE, DURATION */
+	uint64_t max;                 /* UINT, SIZE, DURATION */
+	const char *hint;             /* appended to the "must be at least" message */
+	const struct config_key *map; /* MAP */
+	const struct config_enum_name *names; /* ENUM */
+	config_check_fn *check;               /* STRING */
+	const struct config_list *list;       /* LIST */
+	config_custom_fn *custom;             /* CUSTOM */
+};
+
+enum config_num {
+	CONFIG_NUM_OK,
+	CONFIG_NUM_SYNTAX,
+	CONFIG_NUM_RANGE,
+};
+
+/* Enums are stored through an int; make sure they are int-sized. */
+_Static_assert(sizeof(enum config_durability) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_role) == sizeof(int), "enum size");
+
+/* the walk */
+static void config_walk_mapping(struct config_loader *ld, yaml_node_t *node, const char *path,
+                                const struct config_key *keys, void *base);
+static const struct config_key *config_walk_pair(struct config_loader *ld, yaml_node_t *node,
+                                                 yaml_node_pair_t *pair, const char *path,
+                                                 const struct config_key *keys, void *base);
+static void config_apply(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                         const char *path, void *base);
+static void config_apply_string(struct config_loader *ld, const struct config_key *key,
+                                yaml_node_t *node, const char *path, void *base);
+static void config_apply_number(struct config_loader *ld, const struct config_key *key,
+                                yaml_node_t *node, const char *path, void *base);
+static void config_apply_enum(struct config_loader *ld, const struct config_key *key,
+                              yaml_node_t *node, const char *path, void *base);
+static void config_apply_list(struct config_loader *ld, const struct config_key *key,
+                              yaml_node_t *node, const char *path, void *base);
+static const char *config_scalar(struct config_loader *ld, yaml_node_t *node, const char *path,
+                                 const char *what);
+static bool config_node_is_null(const yaml_node_t *node);
+static yaml_node_t *config_find_duplicate(struct config_loader *ld, yaml_node_t *node,
+                                          yaml_node_pair_t *pair);
+static yaml_node_t *config_mapping_value(struct config_loader *ld, yaml_node_t *node,
+                                         const char *name);
+static const struct config_key *config_suggest(const struct config_key *keys, const char *name);
+static size_t config_distance(const char *a, const char *b);
+
+/* sections with their own code */
+static void config_listen_address(struct config_loader *ld, const struct config_key *key,
+                                  yaml_node_t *node, const char *path, void *base);
+static int config_listen_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                              void *items, size_t i);
+static void config_listen_free_item(void *item);
+static int config_network_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                               void *items, size_t i);
+static int config_domain_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                              void *items, size_t i);
+static void config_string_free_item(void *item);
+static const char *config_check_hostname(char *value);
+static const char *config_check_domain(char *value);
+
+/* value syntax */
+static enum config_num config_digits(const char **sp, uint64_t *out);
+static enum config_num config_uint_parse(const char *s, uint64_t *out);
+static enum config_num config_size_parse(const char *s, uint64_t *out);
+static enum config_num config_duration_parse(const char *s, uint64_t *out);
+static const char *config_address_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+static bool config_sockaddr_equal(const struct sockaddr_storage *a,
+                                  const struct sockaddr_storage *b);
+
+/* the report */
+static void config_error(struct config_loader *ld, const yaml_mark_t *mark, const char *path,
+                         const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void config_error_expected(struct config_loader *ld, yaml_node_t *node, const char *path,
+                                  const char *what, const char *why);
+static void config_error_yaml(struct config_loader *ld, const yaml_parser_t *parser,
+                              const char *text, size_t len);
+static void config_append(struct config_loader *ld, const char *fmt, ...)
+        __attribute__((format(printf, 2, 3)));
+static void config_quote(const char *s, size_t len, char *buf, size_t size);
+static void config_path(char *buf, size_t size, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+static char *config_report(struct config_loader *ld);
+
+/* the object */
+static struct petrel_config *config_new_defaults(const char *name);
+static int config_default_hostname(struct petrel_config *cfg);
+static void config_load_document(struct config_loader *ld, yaml_parser_t *parser, const char *text,
+                                 size_t len, struct petrel_config *cfg);
+static int config_read_file(struct config_loader *ld, const char *path, char **text, size_t *len);
+
+/*
+ * The key tables. Defaults live in config_new_defaults() and are documented in config.h and in
+ * config/petrel.yaml.
+ */
+#define CONFIG_OFF(field)        offsetof(struct petrel_config, field)
+#define CONFIG_LISTEN_OFF(field) offsetof(struct config_listen, field)
+
+static const struct config_enum_name config_durability_names[] = {
+	{ "fsync", CONFIG_DURABILITY_FSYNC },
+	{ "none", CONFIG_DURABILITY_NONE },
+	{ NULL, 0 },
+};
+
+static const struct config_enum_name config_log_level_names[] = {
+	{ "error", CONFIG_LOG_ERROR },
+	{ "warn", CONFIG_LOG_WARN },
+	{ "info", CONFIG_LOG_INFO },
+	{ "debug", CONFIG_LOG_DEBUG },
+	{ NULL, 0 },
+};
+
+static const struct config_enum_name config_role_names[] = {
+	{ "relay", CONFIG_ROLE_RELAY },
+	{ "submission", CONFIG_ROLE_SUBMISSION },
+	{ NULL, 0 },
+};
+
+/* listen: [ {address, role}, … ] */
+static const struct config_key config_listen_keys[] = {
+	{ .name = "address",
+	  .kind = CONFIG_KIND_CUSTOM,
+	  .required = true,
+	  .custom = config_listen_address },
+	{ .name = "role",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_LISTEN_OFF(role),
+	  .names = config_role_names },
+	{ .name = NULL },
+};
+
+static const struct config_list config_listen_list = {
+	.item_size = sizeof(struct config_listen),
+	.count_offset = CONFIG_OFF(nlisten),
+	.min_items = 1,
+	.parse = config_listen_item,
+	.free_item = config_listen_free_item,
+};
+
+/* relay: */
+static const struct config_list config_networks_list = {
+	.item_size = sizeof(struct cidr),
+	.count_offset = CONFIG_OFF(nrelay_networks),
+	.parse = config_network_item,
+};
+
+static const struct config_list config_domains_list = {
+	.item_size = sizeof(char *),
+	.count_offset = CONFIG_OFF(nlocal_domains),
+	.parse = config_domain_item,
+	.free_item = config_string_free_item,
+};
+
+static const struct config_key config_relay_keys[] = {
+	{ .name = "networks",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(relay_networks),
+	  .list = &config_networks_list },
+	{ .name = "local_domains",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(local_domains),
+	  .list = &config_domains_list },
+	{ .name = NULL },
+};
+
+/* limits: */
+static const struct config_key config_timeouts_keys[] = {
+	{ .name = "command",
+	  .kind = CONFIG_KIND_DURATION,
+	  .offset = CONFIG_OFF(timeout_command),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = "data",
+	  .kind = CONFIG_KIND_DURATION,
+	  .offset = CONFIG_OFF(timeout_data),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = NULL },
+};
+
+static const struct config_key config_limits_keys[] = {
+	{ .name = "max_message_size",
+	  .kind = CONFIG_KIND_SIZE,
+	  .offset = CONFIG_OFF(max_message_size),
+	  .min = 0,
+	  .max = UINT64_MAX },
+	{ .name = "max_recipients",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(max_recipients),
+	  .min = 100,
+	  .max = UINT_MAX,
+	  .hint = CONFIG_RFC_RECIPIENTS },
+	{ .name = "max_connections",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(max_connections),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = "max_connections_per_ip",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(max_connections_per_ip),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = "max_errors",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(max_errors),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = "timeouts", .kind = CONFIG_KIND_MAP, .map = config_timeouts_keys },
+	{ .name = NULL },
+};
+
+/* the top level */
+static const struct config_key config_root_keys[] = {
+	{ .name = "hostname",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(hostname),
+	  .what = "a host name",
+	  .check = config_check_hostname },
+	{ .name = "spool",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(spool),
+	  .what = "a directory" },
+	{ .name = "durability",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_OFF(durability),
+	  .names = config_durability_names },
+	{ .name = "log_level",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_OFF(log_level),
+	  .names = config_log_level_names },
+	{ .name = "listen",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(listen),
+	  .list = &config_listen_list },
+	{ .name = "relay", .kind = CONFIG_KIND_MAP, .map = config_relay_keys },
+	{ .name = "limits", .kind = CONFIG_KIND_MAP, .map = config_limits_keys },
+	{ .name = NULL },
+};
+
+/*
+ * The walk.
+ */
+
+/* Match the keys of a mapping against `keys` and apply each value; report what is missing. */
+static void
+config_walk_mapping(struct config_loader *ld, yaml_node_t *node, const char *path,
+                    const struct config_key *keys, void *base)
+{
+	const struct config_key *key;
+	yaml_node_pair_t *pair;
+	uint64_t seen = 0;
+	size_t i;
+
+	/* "limits:" with every key commented out is an empty mapping, not an error. */
+	if (!config_node_is_null(node)) {
+		if (node->type != YAML_MAPPING_NODE) {
+			config_error_expected(ld, node, path, "a mapping", NULL);
+			return;
+		}
+		for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top;
+		     pair++) {
+			key = config_walk_pair(ld, node, pair, path, keys, base);
+			if (key != NULL && key - keys < 64)
+				seen |= UINT64_C(1) << (key - keys);
+		}
+	}
+	for (i = 0, key = keys; key->name != NULL; i++, key++) {
+		if (key->required && i < 64 && !(seen & (UINT64_C(1) << i)))
+			config_error(ld, &node->start_mark, path, "missing key '%s'", key->name);
+	}
+}
+
+/* One "key: value" of a mapping: the row it was applied with, or NULL after an error. */
+static const struct config_key *
+config_walk_pair(struct config_loader *ld, yaml_node_t *node, yaml_node_pair_t *pair,
+                 const char *path, const struct config_key *keys, void *base)
+{
+	char kpath[CONFIG_PATH_MAX], quoted[CONFIG_QUOTE_MAX + 4];
+	const struct config_key *key, *hint;
+	yaml_node_t *k, *v, *prev;
+	const char *name;
+
+	k = yaml_document_get_node(ld->doc, pair->key);
+	v = yaml_document_get_node(ld->doc, pair->value);
+	if (k == NULL || v == NULL)
+		return NULL;
+	if (k->type != YAML_SCALAR_NODE) {
+		config_error(ld, &k->start_mark, path, "expected a key name, got %s",
+		             k->type == YAML_MAPPING_NODE ? "a mapping" : "a list");
+		return NULL;
+	}
+	name = (const char *)k->data.scalar.value;
+	config_quote(name, k->data.scalar.length, quoted, sizeof(quoted));
+	config_path(kpath, sizeof(kpath), "%s%s%s", path, *path != '\0' ? "." : "", quoted);
+
+	prev = config_find_duplicate(ld, node, pair);
+	if (prev != NULL) {
+		config_error(ld, &k->start_mark, kpath, "duplicate key (first at line %zu)",
+		             prev->start_mark.line + 1);
+		return NULL;
+	}
+	for (key = keys; key->name != NULL; key++) {
+		if (strlen(key->name) == k->data.scalar.length && strcmp(key->name, name) == 0)
+			break;
+	}
+	if (key->name == NULL) {
+		hint = config_suggest(keys, name);
+		if (hint != NULL)
+			config_error(ld, &k->start_mark, kpath, "unknown key, did you mean '%s'?",
+			             hint->name);
+		else
+			config_error(ld, &k->start_mark, kpath, "unknown key");
+		return NULL;
+	}
+	config_apply(ld, key, v, kpath, base);
+	return key;
+}
+
+static void
+config_apply(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+             const char *path, void *base)
+{
+	switch (key->kind) {
+	case CONFIG_KIND_MAP:
+		config_walk_mapping(ld, node, path, key->map, (char *)base + key->offset);
+		break;
+	case CONFIG_KIND_STRING:
+		config_apply_string(ld, key, node, path, base);
+		break;
+	case CONFIG_KIND_UINT:
+	case CONFIG_KIND_SIZE:
+	case CONFIG_KIND_DURATION:
+		config_apply_number(ld, key, node, path, base);
+		break;
+	case CONFIG_KIND_ENUM:
+		config_apply_enum(ld, key, node, path, base);
+		break;
+	case CONFIG_KIND_LIST:
+		config_apply_list(ld, key, node, path, base);
+		break;
+	case CONFIG_KIND_CUSTOM:
+		key->custom(ld, key, node, path, base);
+		break;
+	}
+}
+
+static void
+config_apply_string(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                    const char *path, void *base)
+{
+	const char *what = key->what != NULL ? key->what : "a string";
+	char **field = (char **)((char *)base + key->offset);
+	const char *s, *why;
+	char *copy;
+
+	s = config_scalar(ld, node, path, what);
+	if (s == NULL)
+		return;
+	if (*s == '\0') {
+		config_error(ld, &node->start_mark, path, "must not be empty");
+		return;
+	}
+	copy = strdup(s);
+	if (copy == NULL) {
+		ld->oom = true;
+		return;
+	}
+	why = key->check != NULL ? key->check(copy) : NULL;
+	if (why != NULL) {
+		config_error_expected(ld, node, path, what, why);
+		free(copy);
+		return;
+	}
+	free(*field);
+	*field = copy;
+}
+
+static void
+config_apply_number(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                    const char *path, void *base)
+{
+	/* What each number kind looks like, and its parser. */
+	static const struct {
+		const char *what;
+		enum config_num (*parse)(const char *s, uint64_t *out);
+	} kinds[] = {
+		[CONFIG_KIND_UINT] = { "a whole number", config_uint_parse },
+		[CONFIG_KIND_SIZE] = { "a size such as 35M", config_size_parse },
+		[CONFIG_KIND_DURATION] = { "a duration such as 300s, 5m or 1h30m",
+		                           config_duration_parse },
+	};
+	const char *what = kinds[key->kind].what, *s;
+	char *field = (char *)base + key->offset;
+	char quoted[CONFIG_QUOTE_MAX + 4];
+	enum config_num r;
+	unsigned u;
+	uint64_t v;
+
+	s = config_scalar(ld, node, path, what);
+	if (s == NULL)
+		return;
+	r = kinds[key->kind].parse(s, &v);
+	config_quote(s, strlen(s), quoted, sizeof(quoted));
+	if (r == CONFIG_NUM_SYNTAX) {
+		config_error_expected(ld, node, path, what, NULL);
+		return;
+	}
+	if (r == CONFIG_NUM_RANGE) {
+		config_error(ld, &node->start_mark, path, "'%s' is too large", quoted);
+		return;
+	}
+	if (v > key->max) {
+		config_error(ld, &node->start_mark, path, "must be at most %" PRIu64 ", got '%s'",
+		             key->max, quoted);
+		return;
+	}
+	if (v < key->min) {
+		if (key->min == 1)
+			config_error(ld, &node->start_mark, path, "must not be 0");
+		else
+			config_error(ld, &node->start_mark, path,
+			             "must be at least %" PRIu64 "%s, got '%s'", key->min,
+			             key->hint != NULL ? key->hint : "", quoted);
+		return;
+	}
+	if (key->kind == CONFIG_KIND_SIZE) {
+		memcpy(field, &v, sizeof(v));
+	} else {
+		u = (unsigned)v;
+		memcpy(field, &u, sizeof(u));
+	}
+}
+
+static void
+config_apply_enum(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                  const char *path, void *base)
+{
+	char expected[CONFIG_MSG_MAX / 2], quoted[CONFIG_QUOTE_MAX + 4];
+	const struct config_enum_name *n;
+	const char *s, *sep;
+	size_t used = 0;
+
+	/* "fsync or none", "error, warn, info or debug" */
+	expected[0] = '\0';
+	for (n = key->names; n->name != NULL && used < sizeof(expected); n++) {
+		if (n == key->names)
+			sep = "";
+		else if (n[1].name != NULL)
+			sep = ", ";
+		else
+			sep = " or ";
+		used += (size_t)snprintf(expected + used, sizeof(expected) - used, "%s%s", sep,
+		                         n->name);
+	}
+	s = config_scalar(ld, node, path, expected);
+	if (s == NULL)
+		return;
+	for (n = key->names; n->name != NULL; n++) {
+		if (strcmp(n->name, s) == 0) {
+			memcpy((char *)base + key->offset, &n->value, sizeof(n->value));
+			return;
+		}
+	}
+	config_quote(s, strlen(s), quoted, sizeof(quoted));
+	config_error(ld, &node->start_mark, path, "unknown value '%s' (expected %s)", quoted,
+	             expected);
+}
+
+static void
+config_apply_list(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                  const char *path, void *base)
+{
+	const struct config_list *list = key->list;
+	char *field = (char *)base + key->offset;
+	char *count = (char *)base + list->count_offset;
+	char *items = NULL, *old = NULL;
+	char ipath[CONFIG_PATH_MAX];
+	size_t n, i, oldn;
+	yaml_node_item_t *it;
+	yaml_node_t *item;
+	bool bad = false;
+
+	if (config_node_is_null(node) && list->min_items == 0) {
+		config_error(ld, &node->start_mark, path,
+		             "expected a list, got nothing (write [] for an empty list)");
+		return;
+	}
+	if (node->type != YAML_SEQUENCE_NODE) {
+		config_error_expected(ld, node, path, "a list", NULL);
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n < list->min_items) {
+		config_error(ld, &node->start_mark, path, "must not be empty");
+		return;
+	}
+	if (n > 0) {
+		items = calloc(n, list->item_size);
+		if (items == NULL) {
+			ld->oom = true;
+			return;
+		}
+	}
+	for (i = 0, it = node->data.sequence.items.start; i < n; i++, it++) {
+		item = yaml_document_get_node(ld->doc, *it);
+		config_path(ipath, sizeof(ipath), "%s[%zu]", path, i);
+		if (item == NULL || list->parse(ld, item, ipath, items, i) < 0)
+			bad = true;
+	}
+
+	/* Install the new list (or throw it away) and free the one it replaces. */
+	if (!bad) {
+		memcpy(&old, field, sizeof(old));
+		memcpy(&oldn, count, sizeof(oldn));
+		memcpy(field, &items, sizeof(items));
+		memcpy(count, &n, sizeof(n));
+	} else {
+		old = items;
+		oldn = n;
+	}
+	for (i = 0; list->free_item != NULL && i < oldn; i++)
+		list->free_item(old + i * list->item_size);
+	free(old);
+}
+
+/* The string of a scalar node, or NULL after reporting a list, a mapping or a null. */
+static const char *
+config_scalar(struct config_loader *ld, yaml_node_t *node, const char *path, const char *what)
+{
+	if (node->type != YAML_SCALAR_NODE || config_node_is_null(node)) {
+		config_error_expected(ld, node, path, what, NULL);
+		return NULL;
+	}
+	if (strlen((const char *)node->data.scalar.value) != node->data.scalar.length) {
+		config_error(ld, &node->start_mark, path, "contains a NUL character");
+		return NULL;
+	}
+	return (const char *)node->data.scalar.value;
+}
+
+/* `key:` with nothing after it, or a plain ~ / null. Quoted "" is an (empty) string. */
+static bool
+config_node_is_null(const yaml_node_t *node)
+{
+	static const char *const nulls[] = { "", "~", "null", "Null", "NULL" };
+	size_t i;
+
+	if (node->type != YAML_SCALAR_NODE || node->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+		return false;
+	for (i = 0; i < sizeof(nulls) / sizeof(nulls[0]); i++) {
+		if (strcmp((const char *)node->data.scalar.value, nulls[i]) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The key node of an earlier pair of `node` with the same key as `pair`, or NULL. */
+static yaml_node_t *
+config_find_duplicate(struct config_loader *ld, yaml_node_t *node, yaml_node_pair_t *pair)
+{
+	yaml_node_t *k = yaml_document_get_node(ld->doc, pair->key), *pk;
+	yaml_node_pair_t *prev;
+
+	for (prev = node->data.mapping.pairs.start; prev < pair; prev++) {
+		pk = yaml_document_get_node(ld->doc, prev->key);
+		if (pk != NULL && pk->type == YAML_SCALAR_NODE &&
+		    pk->data.scalar.length == k->data.scalar.length &&
+		    memcmp(pk->data.scalar.value, k->data.scalar.value, k->data.scalar.length) == 0)
+			return pk;
+	}
+	return NULL;
+}
+
+/* The value of key `name` in a mapping node, or NULL. */
+static yaml_node_t *
+config_mapping_value(struct config_loader *ld, yaml_node_t *node, const char *name)
+{
+	yaml_node_pair_t *pair;
+	yaml_node_t *k;
+
+	if (node->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(ld->doc, pair->key);
+		if (k != NULL && k->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *)k->data.scalar.value, name) == 0)
+			return yaml_document_get_node(ld->doc, pair->value);
+	}
+	return NULL;
+}
+
+/* The known key closest to a misspelt one, if it is close enough to be the likely intent. */
+static const struct config_key *
+config_suggest(const struct config_key *keys, const char *name)
+{
+	const struct config_key *key, *best = NULL;
+	size_t d, best_d = SIZE_MAX;
+
+	for (key = keys; key->name != NULL; key++) {
+		d = config_distance(name, key->name);
+		if (d < best_d) {
+			best_d = d;
+			best = key;
+		}
+	}
+	if (best == NULL || best_d > 2 || best_d * 2 >= strlen(best->name))
+		return NULL;
+	return best;
+}
+
+/* Levenshtein distance, ASCII case-insensitive; SIZE_MAX for long strings. */
+static size_t
+config_distance(const char *a, const char *b)
+{
+	size_t row[CONFIG_SUGGEST_MAX + 1];
+	size_t la = strlen(a), lb = strlen(b), i, j, diag, up, best;
+	unsigned char ca, cb;
+
+	if (la > CONFIG_SUGGEST_MAX || lb > CONFIG_SUGGEST_MAX)
+		return SIZE_MAX;
+	for (j = 0; j <= lb; j++)
+		row[j] = j;
+	for (i = 1; i <= la; i++) {
+		diag = row[0];
+		row[0] = i;
+		for (j = 1; j <= lb; j++) {
+			ca = (unsigned char)a[i - 1];
+			cb = (unsigned char)b[j - 1];
+			ca = (ca >= 'A' && ca <= 'Z') ? (unsigned char)(ca - 'A' + 'a') : ca;
+			cb = (cb >= 'A' && cb <= 'Z') ? (unsigned char)(cb - 'A' + 'a') : cb;
+			up = row[j];
+			best = diag + (ca != cb);
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/*
+ * Sections with their own code.
+ */
+
+/* listen[i].address: kept as written and resolved numerically. */
+static void
+config_listen_address(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                      const char *path, void *base)
+{
+	struct config_listen *l = base;
+	struct sockaddr_storage ss;
+	const char *s, *why;
+	socklen_t len;
+	char *copy;
+
+	(void)key;
+	s = config_scalar(ld, node, path, CONFIG_WHAT_ADDRESS);
+	if (s == NULL)
+		return;
+	why = config_address_parse(s, &ss, &len);
+	if (why != NULL) {
+		config_error_expected(ld, node, path, CONFIG_WHAT_LISTEN, why);
+		return;
+	}
+	copy = strdup(s);
+	if (copy == NULL) {
+		ld->oom = true;
+		return;
+	}
+	free(l->address);
+	l->address = copy;
+	l->addr = ss;
+	l->addrlen = len;
+}
+
+static int
+config_listen_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                   size_t i)
+{
+	struct config_listen *all = items, *l = &all[i];
+	char quoted[CONFIG_QUOTE_MAX + 4];
+	char apath[CONFIG_PATH_MAX];
+	unsigned before = ld->nerrors;
+	yaml_node_t *address;
+	size_t j;
+
+	l->role = CONFIG_ROLE_RELAY;
+	l->line = (unsigned)node->start_mark.line + 1;
+	config_walk_mapping(ld, node, path, config_listen_keys, l);
+	if (ld->nerrors != before || l->addrlen == 0)
+		return -1;
+
+	/* Port 0 binds a fresh ephemeral port each time, so it never collides. */
+	for (j = 0; j < i; j++) {
+		if (all[j].addrlen == 0 || !config_sockaddr_equal(&all[j].addr, &l->addr))
+			continue;
+		address = config_mapping_value(ld, node, "address");
+		config_quote(l->address, strlen(l->address), quoted, sizeof(quoted));
+		config_path(apath, sizeof(apath), "%s.address", path);
+		config_error(ld, address != NULL ? &address->start_mark : &node->start_mark, apath,
+		             "duplicate listen address '%s' (also at line %u)", quoted,
+		             all[j].line);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+config_listen_free_item(void *item)
+{
+	struct config_listen *l = item;
+
+	free(l->address);
+}
+
+static int
+config_network_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                    size_t i)
+{
+	struct cidr *nets = items;
+	const char *s;
+
+	s = config_scalar(ld, node, path, CONFIG_WHAT_NETWORK);
+	if (s == NULL)
+		return -1;
+	if (cidr_parse(s, &nets[i]) < 0) {
+		config_error_expected(ld, node, path, CONFIG_WHAT_NETWORK, NULL);
+		return -1;
+	}
+	return 0;
+}
+
+static int
+config_domain_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                   size_t i)
+{
+	char **domains = items;
+	const char *s, *why;
+
+	s = config_scalar(ld, node, path, CONFIG_WHAT_DOMAIN);
+	if (s == NULL)
+		return -1;
+	domains[i] = strdup(s);
+	if (domains[i] == NULL) {
+		ld->oom = true;
+		return -1;
+	}
+	why = config_check_domain(domains[i]);
+	if (why != NULL) {
+		config_error_expected(ld, node, path, CONFIG_WHAT_DOMAIN, why);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+config_string_free_item(void *item)
+{
+	char **s = item;
+
+	free(*s);
+}
+
+/* LDH labels (RFC 1123 2.1), 1..63 octets each, 253 in all; one trailing dot is dropped. */
+static const char *
+config_check_hostname(char *value)
+{
+	size_t len = strlen(value), label = 0, i;
+	bool numeric = true;
+	char c;
+
+	if (len > 0 && value[len - 1] == '.')
+		value[--len] = '\0';
+	if (len == 0)
+		return "empty";
+	if (len > CONFIG_DOMAIN_MAX)
+		return "longer than 253 characters";
+	for (i = 0; i <= len; i++) {
+		c = value[i];
+		if (c == '.' || c == '\0') {
+			if (label == 0)
+				return "empty label";
+			if (value[i - 1] == '-')
+				return "a label ends with '-'";
+			if (c == '\0' && numeric)
+				return "the last label is all digits";
+			label = 0;
+			numeric = true;
+			continue;
+		}
+		if (++label > CONFIG_LABEL_MAX)
+			return "a label is longer than 63 characters";
+		if (c == '-' && label == 1)
+			return "a label starts with '-'";
+		if (c >= '0' && c <= '9')
+			continue;
+		numeric = false;
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '-'))
+			return "only letters, digits, '-' and '.' are allowed";
+	}
+	return NULL;
+}
+
+/* A host name, lower-cased: local domains are compared case-insensitively. */
+static const char *
+config_check_domain(char *value)
+{
+	char *p;
+
+	for (p = value; *p != '\0'; p++) {
+		if (*p >= 'A' && *p <= 'Z')
+			*p = (char)(*p - 'A' + 'a');
+	}
+	return config_check_hostname(value);
+}
+
+/*
+ * Value syntax.
+ */
+
+/* One or more decimal digits at *sp, advancing past them. */
+static enum config_num
+config_digits(const char **sp, uint64_t *out)
+{
+	const char *p = *sp;
+	uint64_t v = 0, d;
+
+	if (*p < '0' || *p > '9')
+		return CONFIG_NUM_SYNTAX;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		d = (uint64_t)(*p - '0');
+		if (v > (UINT64_MAX - d) / 10)
+			return CONFIG_NUM_RANGE;
+		v = v * 10 + d;
+	}
+	*sp = p;
+	*out = v;
+	return CONFIG_NUM_OK;
+}
+
+static enum config_num
+config_uint_parse(const char *s, uint64_t *out)
+{
+	enum config_num r;
+	uint64_t v;
+
+	r = config_digits(&s, &v);
+	if (r != CONFIG_NUM_OK)
+		return r;
+	if (*s != '\0')
+		return CONFIG_NUM_SYNTAX;
+	*out = v;
+	return CONFIG_NUM_OK;
+}
+
+static enum config_num
+config_size_parse(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		unsigned shift;
+	} units[] = {
+		{ "", 0 },    { "b", 0 },    { "k", 10 }, { "kb", 10 }, { "kib", 10 }, { "m", 20 },
+		{ "mb", 20 }, { "mib", 20 }, { "g", 30 }, { "gb", 30 }, { "gib", 30 },
+	};
+	enum config_num r;
+	uint64_t v;
+	size_t i;
+
+	r = config_digits(&s, &v);
+	if (r != CONFIG_NUM_OK)
+		return r;
+	for (i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcasecmp(s, units[i].suffix) != 0)
+			continue;
+		if (v > (UINT64_MAX >> units[i].shift))
+			return CONFIG_NUM_RANGE;
+		*out = v << units[i].shift;
+		return CONFIG_NUM_OK;
+	}
+	return CONFIG_NUM_SYNTAX;
+}
+
+/* "90" (seconds) or number+unit groups from the largest unit down: "1h30m", "2d", "1w1d". */
+static enum config_num
+config_duration_parse(const char *s, uint64_t *out)
+{
+	static const struct {
+		char unit;
+		uint64_t seconds;
+	} units[] = {
+		{ 'w', 7 * 86400 }, { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 }, { 's', 1 },
+	};
+	size_t next = 0, u, nunits = sizeof(units) / sizeof(units[0]);
+	uint64_t total = 0, v;
+	enum config_num r;
+
+	r = config_digits(&s, &v);
+	if (r != CONFIG_NUM_OK)
+		return r;
+	if (*s == '\0') {
+		*out = v;
+		return CONFIG_NUM_OK;
+	}
+	for (;;) {
+		for (u = next; u < nunits && units[u].unit != *s; u++)
+			;
+		if (u == nunits)
+			return CONFIG_NUM_SYNTAX;
+		if (v > UINT64_MAX / units[u].seconds || total > UINT64_MAX - v * units[u].seconds)
+			return CONFIG_NUM_RANGE;
+		total += v * units[u].seconds;
+		next = u + 1;
+		if (*++s == '\0')
+			break;
+		r = config_digits(&s, &v);
+		if (r != CONFIG_NUM_OK)
+			return r;
+		if (*s == '\0')
+			return CONFIG_NUM_SYNTAX; /* "1h30": a number needs its unit after a unit */
+	}
+	*out = total;
+	return CONFIG_NUM_OK;
+}
+
+/* NULL if `s` is a numeric listen address, else why not. */
+static const char *
+config_address_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	char host[INET6_ADDRSTRLEN];
+	struct sockaddr_in6 *sin6;
+	struct sockaddr_in *sin;
+	const char *hend, *port;
+	size_t hlen;
+	uint64_t p;
+	bool v6;
+
+	if (s[0] == '[') {
+		hend = strchr(s, ']');
+		if (hend == NULL)
+			return "missing ']'";
+		if (hend[1] != ':')
+			return "expected ':' and a port after ']'";
+		s++;
+		port = hend + 2;
+		v6 = true;
+	} else {
+		hend = strrchr(s, ':');
+		if (hend == NULL)
+			return "missing ':' and port";
+		if (memchr(s, ':', (size_t)(hend - s)) != NULL)
+			return "an IPv6 address needs brackets, as in [::1]:25";
+		port = hend + 1;
+		v6 = false;
+	}
+	hlen = (size_t)(hend - s);
+	if (hlen == 0)
+		return "missing host, use * for any IPv4 address";
+	if (config_uint_parse(port, &p) != CONFIG_NUM_OK || strlen(port) > 5)
+		return *port == '\0' ? "missing port" : "the port is not a number";
+	if (p > 65535)
+		return "port out of range, must be 0 to 65535";
+	if (hlen >= sizeof(host))
+		return "not a numeric IP address";
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+
+	memset(ss, 0, sizeof(*ss));
+	if (v6) {
+		sin6 = (struct sockaddr_in6 *)ss;
+		sin6->sin6_family = AF_INET6;
+		sin6->sin6_port = htons((uint16_t)p);
+		if (inet_pton(AF_INET6, host, &sin6->sin6_addr) != 1)
+			return "not a numeric IPv6 address";
+		*len = sizeof(*sin6);
+	} else {
+		sin = (struct sockaddr_in *)ss;
+		sin->sin_family = AF_INET;
+		sin->sin_port = htons((uint16_t)p);
+		if (strcmp(host, "*") == 0)
+			sin->sin_addr.s_addr = htonl(INADDR_ANY);
+		else if (inet_pton(AF_INET, host, &sin->sin_addr) != 1)
+			return "not a numeric IPv4 address, names are not resolved";
+		*len = sizeof(*sin);
+	}
+	return NULL;
+}
+
+/* Same family, address and (non-zero) port. */
+static bool
+config_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
+	const struct sockaddr_in *b4 = (const struct sockaddr_in *)b;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+	const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)b;
+
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return a4->sin_port != 0 && a4->sin_port == b4->sin_port &&
+		       a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return a6->sin6_port != 0 && a6->sin6_port == b6->sin6_port &&
+		       memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
+	return false;
+}
+
+/*
+ * The report.
+ */
+
+/* One line: "FILE:LINE:COL: PATH: message" (no position without a mark, no PATH at the top). */
+static void
+config_error(struct config_loader *ld, const yaml_mark_t *mark, const char *path, const char *fmt,
+             ...)
+{
+	char msg[CONFIG_MSG_MAX];
+	va_list ap;
+
+	if (++ld->nerrors > CONFIG_MAX_ERRORS)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (mark != NULL)
+		config_append(ld, "%s:%zu:%zu: ", ld->name, mark->line + 1, mark->column + 1);
+	else
+		config_append(ld, "%s: ", ld->name);
+	if (path != NULL && *path != '\0')
+		config_append(ld, "%s: ", path);
+	config_append(ld, "%s\n", msg);
+}
+
+/* "expected WHAT, got 'value'" / "got a list" / "got nothing"; "bad NOUN 'value': WHY" if the
+ * value has the right shape but is wrong (WHAT without its article is the NOUN). */
+static void
+config_error_expected(struct config_loader *ld, yaml_node_t *node, const char *path,
+                      const char *what, const char *why)
+{
+	char quoted[CONFIG_QUOTE_MAX + 4], got[CONFIG_QUOTE_MAX + 16];
+	const char *noun = what;
+
+	if (node->type == YAML_MAPPING_NODE) {
+		snprintf(got, sizeof(got), "a mapping");
+	} else if (node->type == YAML_SEQUENCE_NODE) {
+		snprintf(got, sizeof(got), "a list");
+	} else if (config_node_is_null(node)) {
+		snprintf(got, sizeof(got), "nothing");
+	} else {
+		config_quote((const char *)node->data.scalar.value, node->data.scalar.length,
+		             quoted, sizeof(quoted));
+		snprintf(got, sizeof(got), "'%s'", quoted);
+	}
+	if (why == NULL) {
+		config_error(ld, &node->start_mark, path, "expected %s, got %s", what, got);
+		return;
+	}
+	if (strncmp(noun, "a ", 2) == 0)
+		noun += 2;
+	else if (strncmp(noun, "an ", 3) == 0)
+		noun += 3;
+	config_error(ld, &node->start_mark, path, "bad %s %s: %s", noun, got, why);
+}
+
+/* libyaml's own message, at its position. */
+static void
+config_error_yaml(struct config_loader *ld, const yaml_parser_t *parser, const char *text,
+                  size_t len)
+{
+	const char *problem = parser->problem != NULL ? parser->problem : "unknown error";
+	yaml_mark_t mark = parser->problem_mark;
+	size_t i;
+
+	switch (parser->error) {
+	case YAML_MEMORY_ERROR:
+		ld->oom = true;
+		return;
+	case YAML_READER_ERROR:
+		/* Bad encoding: the reader knows only a byte offset. */
+		memset(&mark, 0, sizeof(mark));
+		for (i = 0; i < parser->problem_offset && i < len; i++) {
+			if (text[i] == '\n') {
+				mark.line++;
+				mark.column = 0;
+			} else {
+				mark.column++;
+			}
+		}
+		config_error(ld, &mark, "syntax error", "%s", problem);
+		return;
+	default:
+		break;
+	}
+	/* "address: *:25" reads as an alias named ":25": say what to do about it. */
+	if (parser->context != NULL)
+		config_error(ld, &mark, "syntax error", "%s (%s at %zu:%zu)%s", problem,
+		             parser->context, parser->context_mark.line + 1,
+		             parser->context_mark.column + 1,
+		             strstr(parser->context, "alias") != NULL
+		                     ? "; quote a value that starts with '*'"
+		                     : "");
+	else
+		config_error(ld, &mark, "syntax error", "%s", problem);
+}
+
+static void
+config_append(struct config_loader *ld, const char *fmt, ...)
+{
+	va_list ap;
+	size_t cap;
+	char *p;
+	int n;
+
+	if (ld->oom)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		return;
+	if (ld->errlen + (size_t)n + 1 > ld->errcap) {
+		cap = ld->errcap > 0 ? ld->errcap : 256;
+		while (ld->errlen + (size_t)n + 1 > cap)
+			cap *= 2;
+		p = realloc(ld->errors, cap);
+		if (p == NULL) {
+			ld->oom = true;
+			return;
+		}
+		ld->errors = p;
+		ld->errcap = cap;
+	}
+	va_start(ap, fmt);
+	vsnprintf(ld->errors + ld->errlen, ld->errcap - ld->errlen, fmt, ap);
+	va_end(ap);
+	ld->errlen += (size_t)n;
+}
+
+/* User text for a message: control bytes become '?', long text is cut (on a UTF-8 boundary). */
+static void
+config_quote(const char *s, size_t len, char *buf, size_t size)
+{
+	size_t n = len, i;
+
+	if (n > size - 4)
+		n = size - 4;
+	while (n < len && n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	for (i = 0; i < n; i++)
+		buf[i] = ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) ? '?' : s[i];
+	if (n < len) {
+		memcpy(buf + n, "...", 4);
+		return;
+	}
+	buf[n] = '\0';
+}
+
+/* A key path for messages ("limits.timeouts.data", "listen[2]"); cut if it does not fit. */
+static void
+config_path(char *buf, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, size, fmt, ap);
+	va_end(ap);
+}
+
+/* The report for the caller, or NULL if not even that could be allocated. */
+static char *
+config_report(struct config_loader *ld)
+{
+	char *report;
+
+	if (ld->oom) {
+		free(ld->errors);
+		ld->errors = NULL;
+		ld->errlen = ld->errcap = 0;
+		ld->oom = false;
+		ld->nerrors = 0;
+		config_error(ld, NULL, NULL, "out of memory");
+	} else if (ld->nerrors > CONFIG_MAX_ERRORS) {
+		config_append(ld, "%s: %u more errors not shown\n", ld->name,
+		              ld->nerrors - CONFIG_MAX_ERRORS);
+	}
+	report = ld->oom ? NULL : ld->errors;
+	if (report == NULL)
+		free(ld->errors);
+	ld->errors = NULL;
+	return report;
+}
+
+/*
+ * The object.
+ */
+
+static struct petrel_config *
+config_new_defaults(const char *name)
+{
+	struct petrel_config *cfg;
+	struct config_listen *l;
+
+	cfg = calloc(1, sizeof(*cfg));
+	if (cfg == NULL)
+		return NULL;
+	cfg->path = strdup(name);
+	cfg->spool = strdup(CONFIG_DEFAULT_SPOOL);
+	cfg->listen = calloc(1, sizeof(*cfg->listen));
+	cfg->relay_networks = calloc(2, sizeof(*cfg->relay_networks));
+	cfg->local_domains = calloc(1, sizeof(*cfg->local_domains));
+	if (cfg->path == NULL || cfg->spool == NULL || cfg->listen == NULL ||
+	    cfg->relay_networks == NULL || cfg->local_domains == NULL)
+		goto fail;
+	cfg->durability = CONFIG_DURABILITY_FSYNC;
+	cfg->log_level = CONFIG_LOG_INFO;
+
+	cfg->nlisten = 1;
+	l = &cfg->listen[0];
+	l->address = strdup(CONFIG_DEFAULT_LISTEN);
+	if (l->address == NULL ||
+	    config_address_parse(CONFIG_DEFAULT_LISTEN, &l->addr, &l->addrlen) != NULL)
+		goto fail;
+	l->role = CONFIG_ROLE_RELAY;
+
+	cfg->nrelay_networks = 2;
+	if (cidr_parse("127.0.0.0/8", &cfg->relay_networks[0]) < 0 ||
+	    cidr_parse("::1/128", &cfg->relay_networks[1]) < 0)
+		goto fail;
+	cfg->nlocal_domains = 1;
+	cfg->local_domains[0] = strdup(CONFIG_DEFAULT_DOMAIN);
+	if (cfg->local_domains[0] == NULL)
+		goto fail;
+
+	cfg->max_message_size = UINT64_C(35) << 20;
+	cfg->max_recipients = 1000;
+	cfg->max_connections = 10000;
+	cfg->max_connections_per_ip = 100;
+	cfg->max_errors = 10;
+	cfg->timeout_command = 300;
+	cfg->timeout_data = 600;
+	return cfg;
+
+fail:
+	config_free(cfg);
+	return NULL;
+}
+
+/* gethostname(), used as is even without a dot; "localhost" if it fails or is empty. */
+static int
+config_default_hostname(struct petrel_config *cfg)
+{
+	char buf[256];
+
+	if (gethostname(buf, sizeof(buf) - 1) < 0)
+		buf[0] = '\0';
+	buf[sizeof(buf) - 1] = '\0';
+	cfg->hostname = strdup(buf[0] != '\0' ? buf : "localhost");
+	return cfg->hostname != NULL ? 0 : -1;
+}
+
+/* Load the one document of the stream and walk it into `cfg`. */
+static void
+config_load_document(struct config_loader *ld, yaml_parser_t *parser, const char *text, size_t len,
+                     struct petrel_config *cfg)
+{
+	yaml_document_t doc, extra;
+	yaml_node_t *root;
+
+	if (!yaml_parser_load(parser, &doc)) {
+		config_error_yaml(ld, parser, text, len);
+		return;
+	}
+	ld->doc = &doc;
+	root = yaml_document_get_root_node(&doc);
+	/* No document at all (empty file, only comments) or a bare "---": all defaults. */
+	if (root != NULL && !config_node_is_null(root)) {
+		if (root->type == YAML_MAPPING_NODE)
+			config_walk_mapping(ld, root, "", config_root_keys, cfg);
+		else
+			config_error_expected(ld, root, "", "a mapping of keys at the top level",
+			                      NULL);
+	}
+	ld->doc = NULL;
+	yaml_document_delete(&doc);
+
+	if (root == NULL)
+		return;
+	if (!yaml_parser_load(parser, &extra)) {
+		config_error_yaml(ld, parser, text, len);
+		return;
+	}
+	if (yaml_document_get_root_node(&extra) != NULL)
+		config_error(ld, &extra.start_mark, "", "only one YAML document is allowed");
+	yaml_document_delete(&extra);
+}
+
+int
+config_load_string(const char *name, const char *text, size_t len, struct petrel_config **out,
+                   char **errors)
+{
+	struct config_loader ld = { .name = name };
+	struct petrel_config *cfg = NULL;
+	yaml_parser_t parser;
+
+	*out = NULL;
+	if (errors != NULL)
+		*errors = NULL;
+	if (!yaml_parser_initialize(&parser)) {
+		ld.oom = true;
+		goto fail;
+	}
+	cfg = config_new_defaults(name);
+	if (cfg == NULL) {
+		ld.oom = true;
+		goto fail_parser;
+	}
+	yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+	config_load_document(&ld, &parser, text, len, cfg);
+	if (ld.nerrors > 0 || ld.oom)
+		goto fail_parser;
+	if (cfg->hostname == NULL && config_default_hostname(cfg) < 0) {
+		ld.oom = true;
+		goto fail_parser;
+	}
+	yaml_parser_delete(&parser);
+	*out = cfg;
+	return 0;
+
+fail_parser:
+	yaml_parser_delete(&parser);
+fail:
+	config_free(cfg);
+	if (errors != NULL)
+		*errors = config_report(&ld);
+	else
+		free(ld.errors);
+	return -1;
+}
+
+/* The whole file into a malloc'd buffer (not NUL-terminated). */
+static int
+config_read_file(struct config_loader *ld, const char *path, char **text, size_t *len)
+{
+	size_t cap = 0, n = 0;
+	char *buf = NULL, *p;
+	ssize_t r;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		config_error(ld, NULL, NULL, "cannot open: %s", strerror(errno));
+		return -1;
+	}
+	for (;;) {
+		if (n == cap) {
+			if (cap > CONFIG_MAX_FILE) {
+				config_error(ld, NULL, NULL, "larger than %d bytes",
+				             CONFIG_MAX_FILE);
+				goto fail;
+			}
+			cap = cap > 0 ? cap * 2 : 4096;
+			p = realloc(buf, cap);
+			if (p == NULL) {
+				ld->oom = true;
+				goto fail;
+			}
+			buf = p;
+		}
+		r = read(fd, buf + n, cap - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			config_error(ld, NULL, NULL, "cannot read: %s", strerror(errno));
+			goto fail;
+		}
+		if (r == 0)
+			break;
+		n += (size_t)r;
+	}
+	close(fd);
+	*text = buf;
+	*len = n;
+	return 0;
+
+fail:
+	free(buf);
+	close(fd);
+	return -1;
+}
+
+int
+config_load(const char *path, struct petrel_config **out, char **errors)
+{
+	struct config_loader ld = { .name = path };
+	char *text = NULL;
+	size_t len = 0;
+	int rc;
+
+	*out = NULL;
+	if (errors != NULL)
+		*errors = NULL;
+	if (config_read_file(&ld, path, &text, &len) < 0) {
+		if (errors != NULL)
+			*errors = config_report(&ld);
+		else
+			free(ld.errors);
+		return -1;
+	}
+	rc = config_load_string(path, text, len, out, errors);
+	free(text);
+	return rc;
+}
+
+void
+config_free(struct petrel_config *cfg)
+{
+	size_t i;
+
+	if (cfg == NULL)
+		return;
+	for (i = 0; i < cfg->nlisten; i++)
+		config_listen_free_item(&cfg->listen[i]);
+	free(cfg->listen);
+	for (i = 0; i < cfg->nlocal_domains; i++)
+		free(cfg->local_domains[i]);
+	free(cfg->local_domains);
+	free(cfg->relay_networks);
+	free(cfg->spool);
+	free(cfg->hostname);
+	free(cfg->path);
+	free(cfg);
+}
+
+/*
+ * Public value parsers: the loader's, with the reason dropped.
+ */
+
+int
+config_parse_size(const char *s, uint64_t *out)
+{
+	uint64_t v;
+
+	if (s == NULL || config_size_parse(s, &v) != CONFIG_NUM_OK)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int
+config_parse_duration(const char *s, uint64_t *out_seconds)
+{
+	uint64_t v;
+
+	if (s == NULL || config_duration_parse(s, &v) != CONFIG_NUM_OK)
+		return -1;
+	*out_seconds = v;
+	return 0;
+}
+
+int
+config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len)
+{
+	struct sockaddr_storage tmp;
+	socklen_t tmplen;
+
+	if (s == NULL || config_address_parse(s, &tmp, &tmplen) != NULL)
+		return -1;
+	*ss = tmp;
+	*len = tmplen;
+	return 0;
+}
+
+bool
+config_is_local_domain(const struct petrel_config *cfg, const char *domain, size_t len)
+{
+	const char *d;
+	size_t i, j;
+	char a, b;
+
+	if (cfg == NULL || domain == NULL)
+		return false;
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	if (len == 0)
+		return false;
+	for (i = 0; i < cfg->nlocal_domains; i++) {
+		d = cfg->local_domains[i];
+		for (j = 0; j < len && d[j] != '\0'; j++) {
+			a = d[j];
+			b = domain[j];
+			if (b >= 'A' && b <= 'Z')
+				b = (char)(b - 'A' + 'a');
+			if (a != b)
+				break;
+		}
+		if (j == len && d[j] == '\0')
+			return true;
+	}
+	return false;
+}
