@@ -177,6 +177,22 @@ petrel_run(struct petrel *p)
 static void
 petrel_cleanup(struct petrel *p)
 {
+	struct spool_stats st;
+
+	if (p->spool) {
+		spool_get_stats(p->spool, &st);
+		log_info("spool stats commits=%llu sync_batches=%llu failures=%llu",
+			 (unsigned long long)st.commits, (unsigned long long)st.batches,
+			 (unsigned long long)st.failures);
+	}
+	if (p->srv)
+		log_info("smtp stats connections=%llu refused=%llu messages=%llu bytes=%llu "
+			 "rejected=%llu",
+			 (unsigned long long)p->srv->stats.connections,
+			 (unsigned long long)p->srv->stats.refused_limit,
+			 (unsigned long long)p->srv->stats.messages,
+			 (unsigned long long)p->srv->stats.bytes,
+			 (unsigned long long)p->srv->stats.rejected);
 	if (p->sig_term)
 		event_free(p->sig_term);
 	if (p->sig_int)
