@@ -415,6 +415,11 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	struct smtp_tx *tx = NULL;
 	struct message *msg = NULL;
 
+	if (s->listen->role == CONFIG_ROLE_SUBMISSION) {
+		/* Submission (RFC 6409) requires AUTH, and this server offers none yet. */
+		smtp_session_error(s, SMTP_REPLY_AUTH_REQUIRED, cmd->arg, cmd->arg_len);
+		return;
+	}
 	if (p->body == SMTP_BODY_BINARYMIME) {
 		smtp_session_error(s, SMTP_REPLY_BINARYMIME, cmd->arg, cmd->arg_len);
 		return;

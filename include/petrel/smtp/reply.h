@@ -45,6 +45,7 @@
 	X(SIZE_EXCEEDED, 552, "5.3.4", "Message size exceeds fixed limit")                         \
 	X(TOO_MANY_RCPTS, 452, "4.5.3", "Too many recipients")                                     \
 	X(RELAY_DENIED, 554, "5.7.1", "Relay access denied")                                       \
+	X(AUTH_REQUIRED, 530, "5.7.0", "Authentication required")                                  \
 	X(UTF8_REQUIRED, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8")                      \
 	X(TEXT_LINE_TOO_LONG, 550, "5.6.0", "Message line longer than 1000 octets (RFC 5321)")     \
 	X(BARE_LF, 550, "5.6.11", "Bare <LF> or <CR> in message refused (CRLF only)")              \
