@@ -13,7 +13,10 @@
  *   2. write a `static const struct config_key config_<section>_keys[]` table, using the kinds
  *      below (MAP for a nested mapping, LIST with a struct config_list for a list, CUSTOM for
  *      anything irregular);
- *   3. add one CONFIG_KIND_MAP row to config_root_keys (.offset = the sub-struct, or 0 if flat).
+ *   3. add one CONFIG_KIND_MAP row to config_root_keys (.offset = the sub-struct, or 0 if flat),
+ *      with a .post function if some keys must be checked against each other (queue:).
+ * A list of mappings (listen:, routes:) walks each item with its own table in its .parse
+ * function, which then checks the item as a whole (the kind of a route, duplicates).
  *
  * Errors never stop the walk: each is appended as "FILE:LINE:COL: KEY: message" (KEY is the
  * dotted path, list indexes count from 0: "listen[1].address") and the config is thrown away at
@@ -54,6 +57,19 @@
 #define CONFIG_WHAT_NETWORK   "a network such as 10.0.0.0/8, \"::1/128\" or 192.0.2.7"
 #define CONFIG_WHAT_DOMAIN    "a domain name"
 #define CONFIG_RFC_RECIPIENTS " (RFC 5321 section 4.5.3.1.8)"
+#define CONFIG_WHAT_BOOL      "true or false"
+#define CONFIG_WHAT_ROUTE     "a route domain"
+#define CONFIG_WHAT_RELAY     "a relay address"
+#define CONFIG_WHAT_MAILDIR   "a maildir template"
+#define CONFIG_WHAT_FILE      "a file name"
+#define CONFIG_WHAT_PRIORITY  "high, normal, low or a number from -100 to 100"
+#define CONFIG_WHAT_NS        "a nameserver address"
+#define CONFIG_HINT_MINUTE    " seconds (1m)"
+#define CONFIG_PORT_SMTP      25
+#define CONFIG_PORT_DNS       53
+#define CONFIG_PRIORITY_MAX   100
+#define CONFIG_CONC_MAX       100000
+#define CONFIG_NS_MAX         (INET6_ADDRSTRLEN + 8) /* "[v6]:65535" */
 
 /* The state of one load: the document being walked and the report being written. */
 struct config_loader {
@@ -73,6 +89,7 @@ enum config_kind {
 	CONFIG_KIND_SIZE,     /* uint64_t bytes at offset, K/M/G suffixes, .min to .max */
 	CONFIG_KIND_DURATION, /* unsigned seconds at offset, s/m/h/d/w units, .min to .max */
 	CONFIG_KIND_ENUM,     /* an enum at offset, one of .names */
+	CONFIG_KIND_BOOL,     /* bool at offset: true/false/yes/no, any case */
 	CONFIG_KIND_LIST,     /* array pointer at offset + count, items parsed by .list */
 	CONFIG_KIND_CUSTOM,   /* anything else: .custom does all the work */
 };
@@ -94,6 +111,10 @@ typedef int config_item_fn(struct config_loader *ld, yaml_node_t *node, const ch
 typedef void config_item_free_fn(void *item);
 /* Checks (and may rewrite in place) a string value: NULL if fine, else the reason. */
 typedef const char *config_check_fn(char *value);
+/* MAP: runs after the mapping `node` (maybe null or not a mapping) was walked into `base`;
+ * checks keys against each other and reports its own errors. */
+typedef void config_post_fn(struct config_loader *ld, yaml_node_t *node, const char *path,
+                            void *base);
 
 /* A list value: a malloc'd array at key->offset, its size_t count at count_offset. A list in the
  * file replaces the default list as a whole. */
@@ -114,8 +135,10 @@ struct config_key {
 	const char *what;             /* STRING: "a host name", for "expected …, got …" */
 	uint64_t min;                 /* UINT, SIZE, DURATION */
 	uint64_t max;                 /* UINT, SIZE, DURATION */
+	bool zero_ok;                 /* UINT, DURATION: 0 ("off") is allowed below .min */
 	const char *hint;             /* appended to the "must be at least" message */
 	const struct config_key *map; /* MAP */
+	config_post_fn *post;         /* MAP, optional */
 	const struct config_enum_name *names; /* ENUM */
 	config_check_fn *check;               /* STRING */
 	const struct config_list *list;       /* LIST */
@@ -132,6 +155,36 @@ enum config_num {
 _Static_assert(sizeof(enum config_durability) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_role) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_route_tls) == sizeof(int), "enum size");
+
+/*
+ * A route while its mapping is walked: the route, and the values of the two keys that only name
+ * its kind. Both start true, so that only an explicit "mx: false" is reported as such.
+ */
+struct config_route_item {
+	struct config_route r;
+	bool mx;
+	bool discard;
+};
+
+/* The keys that choose a route's kind, in the order of enum config_route_kind. */
+static const char *const config_route_kinds[] = {
+	[CONFIG_ROUTE_MX] = "mx",
+	[CONFIG_ROUTE_RELAY] = "relay",
+	[CONFIG_ROUTE_MAILDIR] = "maildir",
+	[CONFIG_ROUTE_DISCARD] = "discard",
+};
+
+/* Duration units, largest first: parsing and the durations quoted in messages. */
+static const struct {
+	char unit;
+	uint64_t seconds;
+} config_duration_units[] = {
+	{ 'w', 7 * 86400 }, { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 }, { 's', 1 },
+};
+
+/* Default queue.retry: 1m, 5m, 15m, 30m, 1h, 2h, 4h, then 4h again and again. */
+static const unsigned config_default_retry[] = { 60, 300, 900, 1800, 3600, 7200, 14400 };
 
 /* the walk */
 static void config_walk_mapping(struct config_loader *ld, yaml_node_t *node, const char *path,
@@ -149,6 +202,10 @@ static void config_apply_enum(struct config_loader *ld, const struct config_key 
                               yaml_node_t *node, const char *path, void *base);
 static void config_apply_list(struct config_loader *ld, const struct config_key *key,
                               yaml_node_t *node, const char *path, void *base);
+static void config_apply_bool(struct config_loader *ld, const struct config_key *key,
+                              yaml_node_t *node, const char *path, void *base);
+static bool config_number_ok(struct config_loader *ld, yaml_node_t *node,
+                             const struct config_key *keys, const char *name);
 static const char *config_scalar(struct config_loader *ld, yaml_node_t *node, const char *path,
                                  const char *what);
 static bool config_node_is_null(const yaml_node_t *node);
@@ -156,6 +213,9 @@ static yaml_node_t *config_find_duplicate(struct config_loader *ld, yaml_node_t 
                                           yaml_node_pair_t *pair);
 static yaml_node_t *config_mapping_value(struct config_loader *ld, yaml_node_t *node,
                                          const char *name);
+static yaml_node_t *config_mapping_key(struct config_loader *ld, yaml_node_t *node,
+                                       const char *name);
+static const struct config_key *config_key_named(const struct config_key *keys, const char *name);
 static const struct config_key *config_suggest(const struct config_key *keys, const char *name);
 static size_t config_distance(const char *a, const char *b);
 
@@ -172,6 +232,28 @@ static int config_domain_item(struct config_loader *ld, yaml_node_t *node, const
 static void config_string_free_item(void *item);
 static const char *config_check_hostname(char *value);
 static const char *config_check_domain(char *value);
+static int config_route_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                             void *items, size_t i);
+static int config_route_kind(struct config_loader *ld, yaml_node_t *node, const char *path,
+                             struct config_route_item *item);
+static void config_route_options(struct config_loader *ld, yaml_node_t *node, const char *path,
+                                 const struct config_route *r);
+static void config_route_relay(struct config_loader *ld, const struct config_key *key,
+                               yaml_node_t *node, const char *path, void *base);
+static void config_route_free_item(void *item);
+static const char *config_check_route_domain(char *value);
+static const char *config_check_maildir(char *value);
+static int config_retry_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                             void *items, size_t i);
+static void config_queue_post(struct config_loader *ld, yaml_node_t *node, const char *path,
+                              void *base);
+static int config_priority_item(struct config_loader *ld, yaml_node_t *node, const char *path,
+                                void *items, size_t i);
+static void config_priority_value(struct config_loader *ld, const struct config_key *key,
+                                  yaml_node_t *node, const char *path, void *base);
+static void config_priority_free_item(void *item);
+static void config_dns_nameservers(struct config_loader *ld, const struct config_key *key,
+                                   yaml_node_t *node, const char *path, void *base);
 
 /* value syntax */
 static enum config_num config_digits(const char **sp, uint64_t *out);
@@ -179,6 +261,14 @@ static enum config_num config_uint_parse(const char *s, uint64_t *out);
 static enum config_num config_size_parse(const char *s, uint64_t *out);
 static enum config_num config_duration_parse(const char *s, uint64_t *out);
 static const char *config_address_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+static const char *config_hostport_split(const char *s, const char **host, size_t *hlen,
+                                         const char **port, bool *bracketed);
+static const char *config_port_parse(const char *s, unsigned dflt, unsigned *out);
+static const char *config_relay_parse(const char *s, char *host, size_t size, unsigned *port);
+static const char *config_nameserver_parse(const char *s, char *out, size_t size);
+static void config_duration_format(uint64_t seconds, char *buf, size_t size);
+static bool config_domain_equal(const char *want, const char *domain, size_t len);
+static bool config_domain_is(const char *want, const char *domain);
 static bool config_sockaddr_equal(const struct sockaddr_storage *a,
                                   const struct sockaddr_storage *b);
 
@@ -209,6 +299,8 @@ static int config_read_file(struct config_loader *ld, const char *path, char **t
  */
 #define CONFIG_OFF(field)        offsetof(struct petrel_config, field)
 #define CONFIG_LISTEN_OFF(field) offsetof(struct config_listen, field)
+#define CONFIG_ROUTE_OFF(field)  offsetof(struct config_route_item, r.field)
+#define CONFIG_PRIO_OFF(field)   offsetof(struct config_priority, field)
 
 static const struct config_enum_name config_durability_names[] = {
 	{ "fsync", CONFIG_DURABILITY_FSYNC },
@@ -323,6 +415,155 @@ static const struct config_key config_limits_keys[] = {
 	{ .name = NULL },
 };
 
+/* routes: [ {domain, mx | relay | maildir | discard, port, tls, auth, ca_file}, … ] */
+static const struct config_enum_name config_tls_names[] = {
+	{ "none", CONFIG_TLS_NONE },
+	{ "opportunistic", CONFIG_TLS_OPPORTUNISTIC },
+	{ "require", CONFIG_TLS_REQUIRE },
+	{ NULL, 0 },
+};
+
+/* routes[i].auth: walked with the route item as its base (.offset 0). */
+static const struct config_key config_auth_keys[] = {
+	{ .name = "user",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_ROUTE_OFF(auth_user),
+	  .required = true,
+	  .what = "a user name" },
+	{ .name = "password_file",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_ROUTE_OFF(auth_password_file),
+	  .required = true,
+	  .what = CONFIG_WHAT_FILE },
+	{ .name = NULL },
+};
+
+/* Offsets are into struct config_route_item. Which keys go with which kind:
+ * config_route_options(). */
+static const struct config_key config_route_keys[] = {
+	{ .name = "domain",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_ROUTE_OFF(domain),
+	  .required = true,
+	  .what = CONFIG_WHAT_ROUTE,
+	  .check = config_check_route_domain },
+	{ .name = "mx",
+	  .kind = CONFIG_KIND_BOOL,
+	  .offset = offsetof(struct config_route_item, mx) },
+	{ .name = "relay", .kind = CONFIG_KIND_CUSTOM, .custom = config_route_relay },
+	{ .name = "maildir",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_ROUTE_OFF(maildir),
+	  .what = CONFIG_WHAT_MAILDIR,
+	  .check = config_check_maildir },
+	{ .name = "discard",
+	  .kind = CONFIG_KIND_BOOL,
+	  .offset = offsetof(struct config_route_item, discard) },
+	{ .name = "port",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_ROUTE_OFF(mx_port),
+	  .min = 1,
+	  .max = 65535 },
+	{ .name = "tls",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_ROUTE_OFF(tls),
+	  .names = config_tls_names },
+	{ .name = "auth", .kind = CONFIG_KIND_MAP, .map = config_auth_keys },
+	{ .name = "ca_file",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_ROUTE_OFF(ca_file),
+	  .what = CONFIG_WHAT_FILE },
+	{ .name = NULL },
+};
+
+static const struct config_list config_routes_list = {
+	.item_size = sizeof(struct config_route),
+	.count_offset = CONFIG_OFF(nroutes),
+	.parse = config_route_item,
+	.free_item = config_route_free_item,
+};
+
+/* queue: */
+static const struct config_key config_retry_step = {
+	.name = "retry",
+	.kind = CONFIG_KIND_DURATION,
+	.min = 1,
+	.max = UINT_MAX,
+};
+
+static const struct config_list config_retry_list = {
+	.item_size = sizeof(unsigned),
+	.count_offset = CONFIG_OFF(nretry),
+	.min_items = 1,
+	.parse = config_retry_item,
+};
+
+static const struct config_key config_priority_keys[] = {
+	{ .name = "sender_domain",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_PRIO_OFF(sender_domain),
+	  .what = CONFIG_WHAT_DOMAIN,
+	  .check = config_check_domain },
+	{ .name = "recipient_domain",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_PRIO_OFF(recipient_domain),
+	  .what = CONFIG_WHAT_DOMAIN,
+	  .check = config_check_domain },
+	{ .name = "priority",
+	  .kind = CONFIG_KIND_CUSTOM,
+	  .required = true,
+	  .custom = config_priority_value },
+	{ .name = NULL },
+};
+
+static const struct config_list config_priorities_list = {
+	.item_size = sizeof(struct config_priority),
+	.count_offset = CONFIG_OFF(npriorities),
+	.parse = config_priority_item,
+	.free_item = config_priority_free_item,
+};
+
+static const struct config_key config_queue_keys[] = {
+	{ .name = "retry",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(retry),
+	  .list = &config_retry_list },
+	{ .name = "max_lifetime",
+	  .kind = CONFIG_KIND_DURATION,
+	  .offset = CONFIG_OFF(max_lifetime),
+	  .min = 60,
+	  .max = UINT_MAX,
+	  .hint = CONFIG_HINT_MINUTE },
+	{ .name = "delay_warning",
+	  .kind = CONFIG_KIND_DURATION,
+	  .offset = CONFIG_OFF(delay_warning),
+	  .min = 60,
+	  .max = UINT_MAX,
+	  .zero_ok = true,
+	  .hint = CONFIG_HINT_MINUTE },
+	{ .name = "concurrency",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(concurrency),
+	  .min = 1,
+	  .max = CONFIG_CONC_MAX },
+	{ .name = "concurrency_per_destination",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(concurrency_per_destination),
+	  .min = 1,
+	  .max = CONFIG_CONC_MAX },
+	{ .name = "priorities",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(priorities),
+	  .list = &config_priorities_list },
+	{ .name = NULL },
+};
+
+/* dns: */
+static const struct config_key config_dns_keys[] = {
+	{ .name = "nameservers", .kind = CONFIG_KIND_CUSTOM, .custom = config_dns_nameservers },
+	{ .name = NULL },
+};
+
 /* the top level */
 static const struct config_key config_root_keys[] = {
 	{ .name = "hostname",
@@ -348,6 +589,15 @@ static const struct config_key config_root_keys[] = {
 	  .list = &config_listen_list },
 	{ .name = "relay", .kind = CONFIG_KIND_MAP, .map = config_relay_keys },
 	{ .name = "limits", .kind = CONFIG_KIND_MAP, .map = config_limits_keys },
+	{ .name = "routes",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(routes),
+	  .list = &config_routes_list },
+	{ .name = "queue",
+	  .kind = CONFIG_KIND_MAP,
+	  .map = config_queue_keys,
+	  .post = config_queue_post },
+	{ .name = "dns", .kind = CONFIG_KIND_MAP, .map = config_dns_keys },
 	{ .name = NULL },
 };
 
@@ -437,6 +687,8 @@ config_apply(struct config_loader *ld, const struct config_key *key, yaml_node_t
 	switch (key->kind) {
 	case CONFIG_KIND_MAP:
 		config_walk_mapping(ld, node, path, key->map, (char *)base + key->offset);
+		if (key->post != NULL)
+			key->post(ld, node, path, (char *)base + key->offset);
 		break;
 	case CONFIG_KIND_STRING:
 		config_apply_string(ld, key, node, path, base);
@@ -448,6 +700,9 @@ config_apply(struct config_loader *ld, const struct config_key *key, yaml_node_t
 		break;
 	case CONFIG_KIND_ENUM:
 		config_apply_enum(ld, key, node, path, base);
+		break;
+	case CONFIG_KIND_BOOL:
+		config_apply_bool(ld, key, node, path, base);
 		break;
 	case CONFIG_KIND_LIST:
 		config_apply_list(ld, key, node, path, base);
@@ -528,12 +783,13 @@ config_apply_number(struct config_loader *ld, const struct config_key *key, yaml
 		             key->max, quoted);
 		return;
 	}
-	if (v < key->min) {
+	if (v < key->min && !(key->zero_ok && v == 0)) {
 		if (key->min == 1)
 			config_error(ld, &node->start_mark, path, "must not be 0");
 		else
 			config_error(ld, &node->start_mark, path,
-			             "must be at least %" PRIu64 "%s, got '%s'", key->min,
+			             "must be %sat least %" PRIu64 "%s, got '%s'",
+			             key->zero_ok ? "0 or " : "", key->min,
 			             key->hint != NULL ? key->hint : "", quoted);
 		return;
 	}
@@ -578,6 +834,67 @@ config_apply_enum(struct config_loader *ld, const struct config_key *key, yaml_n
 	config_quote(s, strlen(s), quoted, sizeof(quoted));
 	config_error(ld, &node->start_mark, path, "unknown value '%s' (expected %s)", quoted,
 	             expected);
+}
+
+static void
+config_apply_bool(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                  const char *path, void *base)
+{
+	static const struct {
+		const char *name;
+		bool value;
+	} names[] = {
+		{ "true", true },
+		{ "yes", true },
+		{ "false", false },
+		{ "no", false },
+	};
+	const char *s;
+	size_t i;
+
+	s = config_scalar(ld, node, path, CONFIG_WHAT_BOOL);
+	if (s == NULL)
+		return;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcasecmp(names[i].name, s) == 0) {
+			memcpy((char *)base + key->offset, &names[i].value, sizeof(bool));
+			return;
+		}
+	}
+	config_error_expected(ld, node, path, CONFIG_WHAT_BOOL, NULL);
+}
+
+/*
+ * For checks across keys: is number key `name` of mapping `node` absent (so at its default) or
+ * valid by its row in `keys`? Then the field holds what the file means. Reports nothing: the
+ * walk already did.
+ */
+static bool
+config_number_ok(struct config_loader *ld, yaml_node_t *node, const struct config_key *keys,
+                 const char *name)
+{
+	const struct config_key *key = config_key_named(keys, name);
+	yaml_node_t *v = config_mapping_value(ld, node, name);
+	enum config_num r;
+	const char *s;
+	uint64_t n;
+
+	if (v == NULL)
+		return true;
+	if (key == NULL || v->type != YAML_SCALAR_NODE || config_node_is_null(v))
+		return false;
+	s = (const char *)v->data.scalar.value;
+	if (strlen(s) != v->data.scalar.length)
+		return false;
+	if (key->kind == CONFIG_KIND_DURATION)
+		r = config_duration_parse(s, &n);
+	else if (key->kind == CONFIG_KIND_UINT)
+		r = config_uint_parse(s, &n);
+	else
+		return false;
+	if (r != CONFIG_NUM_OK || n > key->max)
+		return false;
+	return n >= key->min || (key->zero_ok && n == 0);
 }
 
 static void
@@ -699,6 +1016,37 @@ config_mapping_value(struct config_loader *ld, yaml_node_t *node, const char *na
 		if (k != NULL && k->type == YAML_SCALAR_NODE &&
 		    strcmp((const char *)k->data.scalar.value, name) == 0)
 			return yaml_document_get_node(ld->doc, pair->value);
+	}
+	return NULL;
+}
+
+/* The key node of key `name` in a mapping node (its first, if repeated), or NULL. */
+static yaml_node_t *
+config_mapping_key(struct config_loader *ld, yaml_node_t *node, const char *name)
+{
+	yaml_node_pair_t *pair;
+	yaml_node_t *k;
+
+	if (node->type != YAML_MAPPING_NODE)
+		return NULL;
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+		k = yaml_document_get_node(ld->doc, pair->key);
+		if (k != NULL && k->type == YAML_SCALAR_NODE &&
+		    strcmp((const char *)k->data.scalar.value, name) == 0)
+			return k;
+	}
+	return NULL;
+}
+
+/* The row of `keys` named `name`, or NULL. */
+static const struct config_key *
+config_key_named(const struct config_key *keys, const char *name)
+{
+	const struct config_key *key;
+
+	for (key = keys; key->name != NULL; key++) {
+		if (strcmp(key->name, name) == 0)
+			return key;
 	}
 	return NULL;
 }
@@ -932,6 +1280,401 @@ config_check_domain(char *value)
 }
 
 /*
+ * routes: each item is walked into a struct config_route_item, then checked as a whole: exactly
+ * one kind key, the options its kind allows, no domain twice.
+ */
+static int
+config_route_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                  size_t i)
+{
+	struct config_route *all = items;
+	struct config_route_item item = { .mx = true, .discard = true };
+	char quoted[CONFIG_QUOTE_MAX + 4], dpath[CONFIG_PATH_MAX];
+	unsigned before = ld->nerrors;
+	yaml_node_t *domain;
+	size_t j;
+
+	item.r.kind = CONFIG_ROUTE_MX;
+	item.r.mx_port = CONFIG_PORT_SMTP;
+	item.r.relay_port = CONFIG_PORT_SMTP;
+	item.r.tls = CONFIG_TLS_OPPORTUNISTIC;
+	item.r.line = (unsigned)node->start_mark.line + 1;
+	config_walk_mapping(ld, node, path, config_route_keys, &item);
+	all[i] = item.r; /* from here on the list frees what the route holds */
+	if (node->type != YAML_MAPPING_NODE && !config_node_is_null(node))
+		return -1;
+
+	if (config_route_kind(ld, node, path, &item) == 0) {
+		all[i].kind = item.r.kind;
+		config_route_options(ld, node, path, &all[i]);
+	}
+
+	/* The first route for a domain would hide the second for good. */
+	for (j = 0; all[i].domain != NULL && j < i; j++) {
+		if (all[j].domain == NULL || strcmp(all[j].domain, all[i].domain) != 0)
+			continue;
+		domain = config_mapping_value(ld, node, "domain");
+		config_quote(all[i].domain, strlen(all[i].domain), quoted, sizeof(quoted));
+		config_path(dpath, sizeof(dpath), "%s.domain", path);
+		config_error(ld, domain != NULL ? &domain->start_mark : &node->start_mark, dpath,
+		             "duplicate route domain '%s' (also at line %u)", quoted, all[j].line);
+		break;
+	}
+	return ld->nerrors == before ? 0 : -1;
+}
+
+/* Exactly one of mx, relay, maildir, discard; mx and discard must say true. 0 if the kind is
+ * known (item->r.kind), -1 if not. */
+static int
+config_route_kind(struct config_loader *ld, yaml_node_t *node, const char *path,
+                  struct config_route_item *item)
+{
+	size_t nkinds = sizeof(config_route_kinds) / sizeof(config_route_kinds[0]), n = 0, k;
+	yaml_node_t *key, *first = NULL, *value;
+	char kpath[CONFIG_PATH_MAX];
+	yaml_node_pair_t *pair;
+	size_t kind = 0;
+
+	/* In file order, so that the second kind named is the one reported (an empty item `-` is
+	 * a null node, with no pairs). */
+	for (pair = node->type == YAML_MAPPING_NODE ? node->data.mapping.pairs.start : NULL;
+	     pair != NULL && pair < node->data.mapping.pairs.top; pair++) {
+		key = yaml_document_get_node(ld->doc, pair->key);
+		if (key == NULL || key->type != YAML_SCALAR_NODE ||
+		    config_find_duplicate(ld, node, pair) != NULL)
+			continue;
+		for (k = 0; k < nkinds; k++) {
+			if (strcmp((const char *)key->data.scalar.value, config_route_kinds[k]) ==
+			    0)
+				break;
+		}
+		if (k == nkinds)
+			continue;
+		if (n++ == 0) {
+			first = key;
+			kind = k;
+			continue;
+		}
+		config_path(kpath, sizeof(kpath), "%s.%s", path, config_route_kinds[k]);
+		config_error(ld, &key->start_mark, kpath,
+		             "exactly one of mx, relay, maildir, discard (%s is at line %zu)",
+		             config_route_kinds[kind], first->start_mark.line + 1);
+	}
+	if (n == 0) {
+		config_error(ld, &node->start_mark, path,
+		             "needs exactly one of mx, relay, maildir, discard");
+		return -1;
+	}
+	if (n > 1)
+		return -1;
+	item->r.kind = (enum config_route_kind)kind;
+	if ((kind == CONFIG_ROUTE_MX && !item->mx) ||
+	    (kind == CONFIG_ROUTE_DISCARD && !item->discard)) {
+		value = config_mapping_value(ld, node, config_route_kinds[kind]);
+		config_path(kpath, sizeof(kpath), "%s.%s", path, config_route_kinds[kind]);
+		config_error(ld, value != NULL ? &value->start_mark : &node->start_mark, kpath,
+		             "must be true (it names the kind of route)");
+	}
+	return 0;
+}
+
+/* The keys that only some kinds of route take, reported in file order. */
+static void
+config_route_options(struct config_loader *ld, yaml_node_t *node, const char *path,
+                     const struct config_route *r)
+{
+#define CONFIG_KINDS(a, b) ((1u << (a)) | (1u << (b)))
+	static const struct {
+		const char *name;
+		unsigned kinds; /* bit (1 << enum config_route_kind) set: allowed */
+		const char *msg;
+	} options[] = {
+		{ "port", 1u << CONFIG_ROUTE_MX,
+		  "only on mx routes (a relay's port goes in relay: host:port)" },
+		{ "tls", CONFIG_KINDS(CONFIG_ROUTE_MX, CONFIG_ROUTE_RELAY),
+		  "only on relay or mx routes" },
+		{ "ca_file", CONFIG_KINDS(CONFIG_ROUTE_MX, CONFIG_ROUTE_RELAY),
+		  "only on relay or mx routes" },
+		{ "auth", 1u << CONFIG_ROUTE_RELAY, "only on relay routes" },
+	};
+#undef CONFIG_KINDS
+	char kpath[CONFIG_PATH_MAX];
+	yaml_node_pair_t *pair;
+	yaml_node_t *key;
+	size_t i;
+
+	if (node->type != YAML_MAPPING_NODE)
+		return;
+	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
+		key = yaml_document_get_node(ld->doc, pair->key);
+		if (key == NULL || key->type != YAML_SCALAR_NODE ||
+		    config_find_duplicate(ld, node, pair) != NULL)
+			continue;
+		for (i = 0; i < sizeof(options) / sizeof(options[0]); i++) {
+			if (strcmp((const char *)key->data.scalar.value, options[i].name) == 0)
+				break;
+		}
+		if (i == sizeof(options) / sizeof(options[0]) ||
+		    (options[i].kinds & (1u << r->kind)))
+			continue;
+		config_path(kpath, sizeof(kpath), "%s.%s", path, options[i].name);
+		config_error(ld, &key->start_mark, kpath, "%s", options[i].msg);
+	}
+}
+
+/* routes[i].relay: "host:port" → relay_host (no brackets) and relay_port. */
+static void
+config_route_relay(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                   const char *path, void *base)
+{
+	struct config_route_item *item = base;
+	char host[CONFIG_DOMAIN_MAX + 3];
+	const char *s, *why;
+	unsigned port;
+	char *copy;
+
+	(void)key;
+	s = config_scalar(ld, node, path, CONFIG_WHAT_RELAY);
+	if (s == NULL)
+		return;
+	why = config_relay_parse(s, host, sizeof(host), &port);
+	if (why != NULL) {
+		config_error_expected(ld, node, path, CONFIG_WHAT_RELAY, why);
+		return;
+	}
+	copy = strdup(host);
+	if (copy == NULL) {
+		ld->oom = true;
+		return;
+	}
+	free(item->r.relay_host);
+	item->r.relay_host = copy;
+	item->r.relay_port = port;
+}
+
+static void
+config_route_free_item(void *item)
+{
+	struct config_route *r = item;
+
+	free(r->domain);
+	free(r->maildir);
+	free(r->relay_host);
+	free(r->auth_user);
+	free(r->auth_password_file);
+	free(r->ca_file);
+}
+
+/* "*", a host name, or "." + a host name (its subdomains); lower-cased, trailing dot dropped. */
+static const char *
+config_check_route_domain(char *value)
+{
+	if (strcmp(value, "*") == 0)
+		return NULL;
+	if (value[0] == '*')
+		return "write * alone for every domain, or .example.org for every subdomain of "
+		       "example.org";
+	if (value[0] == '.')
+		return config_check_domain(value + 1);
+	return config_check_domain(value);
+}
+
+/* %u, %d and %% are the only escapes (delivery/maildir.h maildir_expand()). */
+static const char *
+config_check_maildir(char *value)
+{
+	const char *p;
+
+	for (p = value; *p != '\0'; p++) {
+		if (*p != '%')
+			continue;
+		p++;
+		if (*p != 'u' && *p != 'd' && *p != '%')
+			return "only %u, %d and %% may follow a '%'";
+	}
+	return NULL;
+}
+
+/* queue.retry[i]: a duration of at least 1s. */
+static int
+config_retry_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                  size_t i)
+{
+	unsigned *steps = items, before = ld->nerrors;
+
+	config_apply(ld, &config_retry_step, node, path, &steps[i]);
+	return ld->nerrors == before ? 0 : -1;
+}
+
+/*
+ * queue: checks between keys, on the values the walk stored (a key that was absent keeps its
+ * default; a key that was bad was reported already and is left out of these checks).
+ */
+static void
+config_queue_post(struct config_loader *ld, yaml_node_t *node, const char *path, void *base)
+{
+	struct petrel_config *cfg = base;
+	char kpath[CONFIG_PATH_MAX], a[32], b[32];
+	yaml_node_t *v;
+
+	if (config_number_ok(ld, node, config_queue_keys, "max_lifetime") &&
+	    config_number_ok(ld, node, config_queue_keys, "delay_warning") &&
+	    cfg->delay_warning != 0 && cfg->delay_warning >= cfg->max_lifetime) {
+		config_duration_format(cfg->max_lifetime, a, sizeof(a));
+		config_duration_format(cfg->delay_warning, b, sizeof(b));
+		v = config_mapping_value(ld, node, "delay_warning");
+		if (v != NULL) {
+			config_path(kpath, sizeof(kpath), "%s.delay_warning", path);
+			config_error(ld, &v->start_mark, kpath,
+			             "must be shorter than max_lifetime (%s), got '%s'", a, b);
+		} else {
+			v = config_mapping_value(ld, node, "max_lifetime");
+			config_path(kpath, sizeof(kpath), "%s.max_lifetime", path);
+			config_error(ld, v != NULL ? &v->start_mark : &node->start_mark, kpath,
+			             "must be longer than delay_warning (%s by default), got '%s'",
+			             b, a);
+		}
+	}
+
+	if (!config_number_ok(ld, node, config_queue_keys, "concurrency") ||
+	    !config_number_ok(ld, node, config_queue_keys, "concurrency_per_destination"))
+		return;
+	v = config_mapping_value(ld, node, "concurrency_per_destination");
+	if (v == NULL) {
+		/* The default (20) never asks for more than the total allows. */
+		if (cfg->concurrency_per_destination > cfg->concurrency)
+			cfg->concurrency_per_destination = cfg->concurrency;
+	} else if (cfg->concurrency_per_destination > cfg->concurrency) {
+		config_path(kpath, sizeof(kpath), "%s.concurrency_per_destination", path);
+		config_error(ld, &v->start_mark, kpath,
+		             "must be at most concurrency (%u), got '%u'", cfg->concurrency,
+		             cfg->concurrency_per_destination);
+	}
+}
+
+/* queue.priorities[i]: {sender_domain and/or recipient_domain, priority}. */
+static int
+config_priority_item(struct config_loader *ld, yaml_node_t *node, const char *path, void *items,
+                     size_t i)
+{
+	struct config_priority *all = items;
+	unsigned before = ld->nerrors;
+
+	config_walk_mapping(ld, node, path, config_priority_keys, &all[i]);
+	if ((node->type == YAML_MAPPING_NODE || config_node_is_null(node)) &&
+	    config_mapping_key(ld, node, "sender_domain") == NULL &&
+	    config_mapping_key(ld, node, "recipient_domain") == NULL)
+		config_error(ld, &node->start_mark, path,
+		             "needs sender_domain or recipient_domain (or both)");
+	return ld->nerrors == before ? 0 : -1;
+}
+
+/* queue.priorities[i].priority: high (10), normal (0), low (-10) or -100..100. */
+static void
+config_priority_value(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                      const char *path, void *base)
+{
+	static const struct config_enum_name names[] = {
+		{ "high", 10 },
+		{ "normal", 0 },
+		{ "low", -10 },
+	};
+	struct config_priority *p = base;
+	char quoted[CONFIG_QUOTE_MAX + 4];
+	const char *s, *digits;
+	enum config_num r;
+	uint64_t v;
+	size_t i;
+
+	(void)key;
+	s = config_scalar(ld, node, path, CONFIG_WHAT_PRIORITY);
+	if (s == NULL)
+		return;
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (strcmp(names[i].name, s) == 0) {
+			p->priority = names[i].value;
+			return;
+		}
+	}
+	digits = s + (*s == '-' || *s == '+');
+	r = config_uint_parse(digits, &v);
+	if (r == CONFIG_NUM_SYNTAX) {
+		config_error_expected(ld, node, path, CONFIG_WHAT_PRIORITY, NULL);
+		return;
+	}
+	if (r == CONFIG_NUM_RANGE || v > CONFIG_PRIORITY_MAX) {
+		config_quote(s, strlen(s), quoted, sizeof(quoted));
+		config_error(ld, &node->start_mark, path, "must be from -%d to %d, got '%s'",
+		             CONFIG_PRIORITY_MAX, CONFIG_PRIORITY_MAX, quoted);
+		return;
+	}
+	p->priority = *s == '-' ? -(int)v : (int)v;
+}
+
+static void
+config_priority_free_item(void *item)
+{
+	struct config_priority *p = item;
+
+	free(p->sender_domain);
+	free(p->recipient_domain);
+}
+
+/* dns.nameservers: a list of numeric addresses, kept as one "a:53,[b]:53" string (c-ares CSV). */
+static void
+config_dns_nameservers(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                       const char *path, void *base)
+{
+	struct petrel_config *cfg = base;
+	char one[CONFIG_NS_MAX], ipath[CONFIG_PATH_MAX];
+	char *joined = NULL;
+	size_t n, i, used = 0;
+	yaml_node_item_t *it;
+	const char *s, *why;
+	yaml_node_t *item;
+	bool bad = false;
+
+	(void)key;
+	if (node->type != YAML_SEQUENCE_NODE) {
+		config_error_expected(ld, node, path, "a list", NULL);
+		return;
+	}
+	n = (size_t)(node->data.sequence.items.top - node->data.sequence.items.start);
+	if (n == 0) {
+		config_error(ld, &node->start_mark, path, "must not be empty");
+		return;
+	}
+	joined = malloc(n * sizeof(one));
+	if (joined == NULL) {
+		ld->oom = true;
+		return;
+	}
+	for (i = 0, it = node->data.sequence.items.start; i < n; i++, it++) {
+		item = yaml_document_get_node(ld->doc, *it);
+		config_path(ipath, sizeof(ipath), "%s[%zu]", path, i);
+		s = item != NULL ? config_scalar(ld, item, ipath, CONFIG_WHAT_NS) : NULL;
+		if (s == NULL) {
+			bad = true;
+			continue;
+		}
+		why = config_nameserver_parse(s, one, sizeof(one));
+		if (why != NULL) {
+			config_error_expected(ld, item, ipath, CONFIG_WHAT_NS, why);
+			bad = true;
+			continue;
+		}
+		used += (size_t)snprintf(joined + used, n * sizeof(one) - used, "%s%s",
+		                         used > 0 ? "," : "", one);
+	}
+	if (bad) {
+		free(joined);
+		return;
+	}
+	free(cfg->nameservers);
+	cfg->nameservers = joined;
+}
+
+/*
  * Value syntax.
  */
 
@@ -1002,13 +1745,8 @@ config_size_parse(const char *s, uint64_t *out)
 static enum config_num
 config_duration_parse(const char *s, uint64_t *out)
 {
-	static const struct {
-		char unit;
-		uint64_t seconds;
-	} units[] = {
-		{ 'w', 7 * 86400 }, { 'd', 86400 }, { 'h', 3600 }, { 'm', 60 }, { 's', 1 },
-	};
-	size_t next = 0, u, nunits = sizeof(units) / sizeof(units[0]);
+	size_t next = 0, u,
+	       nunits = sizeof(config_duration_units) / sizeof(config_duration_units[0]);
 	uint64_t total = 0, v;
 	enum config_num r;
 
@@ -1020,13 +1758,14 @@ config_duration_parse(const char *s, uint64_t *out)
 		return CONFIG_NUM_OK;
 	}
 	for (;;) {
-		for (u = next; u < nunits && units[u].unit != *s; u++)
+		for (u = next; u < nunits && config_duration_units[u].unit != *s; u++)
 			;
 		if (u == nunits)
 			return CONFIG_NUM_SYNTAX;
-		if (v > UINT64_MAX / units[u].seconds || total > UINT64_MAX - v * units[u].seconds)
+		if (v > UINT64_MAX / config_duration_units[u].seconds ||
+		    total > UINT64_MAX - v * config_duration_units[u].seconds)
 			return CONFIG_NUM_RANGE;
-		total += v * units[u].seconds;
+		total += v * config_duration_units[u].seconds;
 		next = u + 1;
 		if (*++s == '\0')
 			break;
@@ -1101,6 +1840,135 @@ config_address_parse(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 		*len = sizeof(*sin);
 	}
 	return NULL;
+}
+
+/*
+ * "host", "host:port", "[v6]" or "[v6]:port" → the host (without brackets) and the port text
+ * (NULL if none). Only the shape is checked here. NULL, or why not.
+ */
+static const char *
+config_hostport_split(const char *s, const char **host, size_t *hlen, const char **port,
+                      bool *bracketed)
+{
+	const char *hend;
+
+	*port = NULL;
+	*bracketed = s[0] == '[';
+	if (*bracketed) {
+		hend = strchr(s, ']');
+		if (hend == NULL)
+			return "missing ']'";
+		if (hend[1] == ':')
+			*port = hend + 2;
+		else if (hend[1] != '\0')
+			return "expected ':' and a port after ']'";
+		s++;
+	} else {
+		hend = strrchr(s, ':');
+		if (hend != NULL && memchr(s, ':', (size_t)(hend - s)) != NULL)
+			return "an IPv6 address needs brackets, as in [::1]";
+		if (hend != NULL)
+			*port = hend + 1;
+		else
+			hend = s + strlen(s);
+	}
+	*host = s;
+	*hlen = (size_t)(hend - s);
+	return *hlen == 0 ? "missing host" : NULL;
+}
+
+/* A port 1..65535, or `dflt` when `s` is NULL (no ":port" given). NULL, or why not. */
+static const char *
+config_port_parse(const char *s, unsigned dflt, unsigned *out)
+{
+	uint64_t v;
+
+	if (s == NULL) {
+		*out = dflt;
+		return NULL;
+	}
+	if (*s == '\0')
+		return "missing port";
+	if (config_uint_parse(s, &v) != CONFIG_NUM_OK || strlen(s) > 5)
+		return "the port is not a number";
+	if (v == 0 || v > 65535)
+		return "port out of range, must be 1 to 65535";
+	*out = (unsigned)v;
+	return NULL;
+}
+
+/* A smarthost: host name (lower-cased), IPv4 or [IPv6], optional port (default 25). */
+static const char *
+config_relay_parse(const char *s, char *host, size_t size, unsigned *port)
+{
+	const char *h, *p, *why;
+	unsigned char addr[sizeof(struct in6_addr)];
+	bool bracketed;
+	size_t hlen;
+
+	why = config_hostport_split(s, &h, &hlen, &p, &bracketed);
+	if (why == NULL)
+		why = config_port_parse(p, CONFIG_PORT_SMTP, port);
+	if (why != NULL)
+		return why;
+	if (hlen >= size)
+		return "longer than 253 characters";
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (bracketed)
+		return inet_pton(AF_INET6, host, addr) == 1 ? NULL : "not a numeric IPv6 address";
+	if (inet_pton(AF_INET, host, addr) == 1)
+		return NULL;
+	return config_check_domain(host);
+}
+
+/* A numeric nameserver, port default 53 → "192.0.2.1:53" or "[2001:db8::1]:53" (canonical). */
+static const char *
+config_nameserver_parse(const char *s, char *out, size_t size)
+{
+	unsigned char addr[sizeof(struct in6_addr)];
+	char host[INET6_ADDRSTRLEN];
+	const char *h, *p, *why;
+	bool bracketed;
+	unsigned port;
+	size_t hlen;
+	int family;
+
+	why = config_hostport_split(s, &h, &hlen, &p, &bracketed);
+	if (why == NULL)
+		why = config_port_parse(p, CONFIG_PORT_DNS, &port);
+	if (why != NULL)
+		return why;
+	family = bracketed ? AF_INET6 : AF_INET;
+	if (hlen >= sizeof(host))
+		return "not a numeric IP address";
+	memcpy(host, h, hlen);
+	host[hlen] = '\0';
+	if (inet_pton(family, host, addr) != 1)
+		return bracketed ? "not a numeric IPv6 address"
+		                 : "not a numeric IPv4 address, names are not resolved";
+	inet_ntop(family, addr, host, sizeof(host));
+	snprintf(out, size, bracketed ? "[%s]:%u" : "%s:%u", host, port);
+	return NULL;
+}
+
+/* 14400 → "4h", 5400 → "1h30m", 0 → "0s": a duration as the file would write it. */
+static void
+config_duration_format(uint64_t seconds, char *buf, size_t size)
+{
+	size_t u, used = 0,
+	          nunits = sizeof(config_duration_units) / sizeof(config_duration_units[0]);
+	uint64_t n;
+
+	snprintf(buf, size, "0s");
+	for (u = 0; u < nunits && used < size; u++) {
+		n = seconds / config_duration_units[u].seconds;
+		if (n == 0)
+			continue;
+		seconds %= config_duration_units[u].seconds;
+		used += (size_t)snprintf(buf + used, size - used, "%" PRIu64 "%c", n,
+		                         config_duration_units[u].unit);
+	}
 }
 
 /* Same family, address and (non-zero) port. */
@@ -1317,6 +2185,7 @@ config_new_defaults(const char *name)
 {
 	struct petrel_config *cfg;
 	struct config_listen *l;
+	struct config_route *r;
 
 	cfg = calloc(1, sizeof(*cfg));
 	if (cfg == NULL)
@@ -1326,8 +2195,11 @@ config_new_defaults(const char *name)
 	cfg->listen = calloc(1, sizeof(*cfg->listen));
 	cfg->relay_networks = calloc(2, sizeof(*cfg->relay_networks));
 	cfg->local_domains = calloc(1, sizeof(*cfg->local_domains));
+	cfg->routes = calloc(1, sizeof(*cfg->routes));
+	cfg->retry = malloc(sizeof(config_default_retry));
 	if (cfg->path == NULL || cfg->spool == NULL || cfg->listen == NULL ||
-	    cfg->relay_networks == NULL || cfg->local_domains == NULL)
+	    cfg->relay_networks == NULL || cfg->local_domains == NULL || cfg->routes == NULL ||
+	    cfg->retry == NULL)
 		goto fail;
 	cfg->durability = CONFIG_DURABILITY_FSYNC;
 	cfg->log_level = CONFIG_LOG_INFO;
@@ -1356,6 +2228,24 @@ config_new_defaults(const char *name)
 	cfg->max_errors = 10;
 	cfg->timeout_command = 300;
 	cfg->timeout_data = 600;
+
+	/* One route, {domain: "*", mx: true}: every domain by its MX records. */
+	cfg->nroutes = 1;
+	r = &cfg->routes[0];
+	r->domain = strdup("*");
+	if (r->domain == NULL)
+		goto fail;
+	r->kind = CONFIG_ROUTE_MX;
+	r->mx_port = CONFIG_PORT_SMTP;
+	r->relay_port = CONFIG_PORT_SMTP;
+	r->tls = CONFIG_TLS_OPPORTUNISTIC;
+
+	memcpy(cfg->retry, config_default_retry, sizeof(config_default_retry));
+	cfg->nretry = sizeof(config_default_retry) / sizeof(config_default_retry[0]);
+	cfg->max_lifetime = 5 * 86400;
+	cfg->delay_warning = 4 * 3600;
+	cfg->concurrency = 500;
+	cfg->concurrency_per_destination = 20;
 	return cfg;
 
 fail:
@@ -1543,6 +2433,14 @@ config_free(struct petrel_config *cfg)
 		free(cfg->local_domains[i]);
 	free(cfg->local_domains);
 	free(cfg->relay_networks);
+	for (i = 0; i < cfg->nroutes; i++)
+		config_route_free_item(&cfg->routes[i]);
+	free(cfg->routes);
+	free(cfg->retry);
+	for (i = 0; i < cfg->npriorities; i++)
+		config_priority_free_item(&cfg->priorities[i]);
+	free(cfg->priorities);
+	free(cfg->nameservers);
 	free(cfg->spool);
 	free(cfg->hostname);
 	free(cfg->path);
@@ -1588,12 +2486,41 @@ config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len)
 	return 0;
 }
 
+/* Is `domain` (len bytes, any case) exactly `want` (lower case, NUL-terminated)? */
+static bool
+config_domain_equal(const char *want, const char *domain, size_t len)
+{
+	size_t j;
+	char c;
+
+	for (j = 0; j < len; j++) {
+		c = domain[j];
+		if (c >= 'A' && c <= 'Z')
+			c = (char)(c - 'A' + 'a');
+		if (want[j] == '\0' || want[j] != c)
+			return false;
+	}
+	return want[len] == '\0';
+}
+
+/* The same for a NUL-terminated `domain` (NULL: no), one trailing dot ignored. */
+static bool
+config_domain_is(const char *want, const char *domain)
+{
+	size_t len;
+
+	if (domain == NULL)
+		return false;
+	len = strlen(domain);
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	return len > 0 && config_domain_equal(want, domain, len);
+}
+
 bool
 config_is_local_domain(const struct petrel_config *cfg, const char *domain, size_t len)
 {
-	const char *d;
-	size_t i, j;
-	char a, b;
+	size_t i;
 
 	if (cfg == NULL || domain == NULL)
 		return false;
@@ -1602,17 +2529,70 @@ config_is_local_domain(const struct petrel_config *cfg, const char *domain, size
 	if (len == 0)
 		return false;
 	for (i = 0; i < cfg->nlocal_domains; i++) {
-		d = cfg->local_domains[i];
-		for (j = 0; j < len && d[j] != '\0'; j++) {
-			a = d[j];
-			b = domain[j];
-			if (b >= 'A' && b <= 'Z')
-				b = (char)(b - 'A' + 'a');
-			if (a != b)
-				break;
-		}
-		if (j == len && d[j] == '\0')
+		if (config_domain_equal(cfg->local_domains[i], domain, len))
 			return true;
 	}
 	return false;
+}
+
+/* What a routes: list without "*" falls back to: {domain: "*", mx: true}, port 25. */
+static char config_route_any[] = "*";
+static const struct config_route config_route_implicit = {
+	.domain = config_route_any,
+	.kind = CONFIG_ROUTE_MX,
+	.relay_port = CONFIG_PORT_SMTP,
+	.mx_port = CONFIG_PORT_SMTP,
+	.tls = CONFIG_TLS_OPPORTUNISTIC,
+};
+
+const struct config_route *
+config_route_for(const struct petrel_config *cfg, const char *domain, size_t len)
+{
+	const struct config_route *r;
+	size_t i, rlen;
+
+	if (domain == NULL)
+		len = 0;
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	for (i = 0; cfg != NULL && i < cfg->nroutes; i++) {
+		r = &cfg->routes[i];
+		if (strcmp(r->domain, "*") == 0)
+			return r;
+		if (r->domain[0] != '.') {
+			if (len > 0 && config_domain_equal(r->domain, domain, len))
+				return r;
+			continue;
+		}
+		/* ".example.com" is compared with the tail of "a.example.com", dot included, and
+		 * at least one character must come before it: example.com itself does not match. */
+		rlen = strlen(r->domain);
+		if (len > rlen && config_domain_equal(r->domain, domain + len - rlen, rlen))
+			return r;
+	}
+	return &config_route_implicit;
+}
+
+int
+config_priority_for(const struct petrel_config *cfg, const char *sender_domain,
+                    const char *const *rcpt_domains, size_t nrcpt_domains)
+{
+	const struct config_priority *p;
+	size_t i, j;
+
+	for (i = 0; cfg != NULL && i < cfg->npriorities; i++) {
+		p = &cfg->priorities[i];
+		if (p->sender_domain != NULL && !config_domain_is(p->sender_domain, sender_domain))
+			continue;
+		if (p->recipient_domain != NULL) {
+			for (j = 0; rcpt_domains != NULL && j < nrcpt_domains; j++) {
+				if (config_domain_is(p->recipient_domain, rcpt_domains[j]))
+					break;
+			}
+			if (rcpt_domains == NULL || j == nrcpt_domains)
+				continue;
+		}
+		return p->priority;
+	}
+	return 0;
 }

@@ -14,7 +14,10 @@
 #include <event2/thread.h>
 
 #include "petrel/config.h"
+#include "petrel/dns.h"
 #include "petrel/log.h"
+#include "petrel/message.h"
+#include "petrel/scheduler.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
 
@@ -22,14 +25,15 @@
 #define PETREL_DEFAULT_CONFIG "/etc/petrel/petrel.yaml"
 #endif
 
-#define PETREL_SHUTDOWN_GRACE 30   /* seconds for sessions to finish their message */
-#define PETREL_SPOOL_LIST_MAX 1000 /* recovered messages logged one by one */
-
+#define PETREL_SHUTDOWN_GRACE 30 /* seconds for sessions to finish their message */
 struct petrel {
 	struct event_base *base;
 	struct petrel_config *cfg;
 	struct spool *spool;
+	struct dns *dns;
+	struct scheduler *sched;
 	struct smtp_server *srv;
+	unsigned draining; /* parts still finishing after a stop signal (inbound, outbound) */
 	struct event *sig_term, *sig_int, *sig_hup, *grace;
 	bool stopping;
 	bool aborted;
@@ -51,13 +55,28 @@ usage(FILE *f)
 	        "gracefully: no new connections, sessions finish the message they hold.\n");
 }
 
+/* Inbound sessions, then outbound deliveries, report here when they are done. */
 static void
 petrel_drained(void *arg)
 {
 	struct petrel *p = arg;
 
-	log_info("petrel stopped: all sessions closed");
+	if (--p->draining > 0)
+		return;
+	log_info("petrel stopped: sessions and deliveries finished");
 	event_base_loopexit(p->base, NULL);
+}
+
+/* The spool's hook: a committed message goes to the queue. */
+static void
+petrel_queue_hook(void *arg, struct message *msg)
+{
+	struct petrel *p = arg;
+
+	if (p->sched)
+		scheduler_add(p->sched, msg);
+	else
+		message_free(msg);
 }
 
 static void
@@ -67,7 +86,8 @@ petrel_grace_cb(evutil_socket_t fd, short what, void *arg)
 	struct timeval tv = { 5, 0 };
 
 	if (!p->aborted) {
-		log_warn("petrel shutdown grace over: closing remaining sessions=%u",
+		log_warn("petrel shutdown grace over: closing remaining sessions=%u "
+		         "(unfinished deliveries stay queued)",
 		         p->srv->nsessions);
 		p->aborted = true;
 		smtp_server_abort_all(p->srv);
@@ -97,17 +117,9 @@ petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 	p->stopping = true;
 	log_info("petrel stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
 	evtimer_add(p->grace, &tv);
+	p->draining = 2;
 	smtp_server_shutdown(p->srv, petrel_drained, p);
-}
-
-static void
-petrel_spool_entry(void *arg, const struct spool_entry *e)
-{
-	long *count = arg;
-
-	if (++*count <= PETREL_SPOOL_LIST_MAX)
-		log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from,
-		         e->nrcpts, (unsigned long long)e->size);
+	scheduler_shutdown(p->sched, petrel_drained, p);
 }
 
 static void
@@ -125,7 +137,7 @@ static int
 petrel_run(struct petrel *p)
 {
 	char *err = NULL;
-	long count = 0, n;
+	long n;
 	struct rlimit rl;
 
 	if (evthread_use_pthreads() == -1 || (p->base = event_base_new()) == NULL) {
@@ -138,15 +150,22 @@ petrel_run(struct petrel *p)
 		free(err);
 		return 1;
 	}
-	n = spool_scan(p->spool, petrel_spool_entry, &count);
+	if ((p->dns = dns_new(p->base, p->cfg->nameservers, &err)) == NULL) {
+		log_error("petrel %s", err ? err : "cannot start the resolver");
+		free(err);
+		return 1;
+	}
+	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns)) == NULL) {
+		log_error("petrel cannot start the queue");
+		return 1;
+	}
+	spool_set_queue_hook(p->spool, petrel_queue_hook, p);
+	n = scheduler_recover(p->sched);
 	if (n < 0)
 		log_error("spool scan failed dir=%s error=\"%s\"", p->cfg->spool, strerror(errno));
 	else
-		log_info("spool ready dir=%s durability=%s messages=%ld (kept until delivery "
-		         "is configured)",
-		         p->cfg->spool,
+		log_info("spool ready dir=%s durability=%s messages=%ld", p->cfg->spool,
 		         p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
-
 	if ((p->srv = smtp_server_new(p->base, p->cfg, p->spool)) == NULL) {
 		log_error("petrel out of memory");
 		return 1;
@@ -182,17 +201,17 @@ petrel_cleanup(struct petrel *p)
 	if (p->spool) {
 		spool_get_stats(p->spool, &st);
 		log_info("spool stats commits=%llu sync_batches=%llu failures=%llu",
-			 (unsigned long long)st.commits, (unsigned long long)st.batches,
-			 (unsigned long long)st.failures);
+		         (unsigned long long)st.commits, (unsigned long long)st.batches,
+		         (unsigned long long)st.failures);
 	}
 	if (p->srv)
 		log_info("smtp stats connections=%llu refused=%llu messages=%llu bytes=%llu "
-			 "rejected=%llu",
-			 (unsigned long long)p->srv->stats.connections,
-			 (unsigned long long)p->srv->stats.refused_limit,
-			 (unsigned long long)p->srv->stats.messages,
-			 (unsigned long long)p->srv->stats.bytes,
-			 (unsigned long long)p->srv->stats.rejected);
+		         "rejected=%llu",
+		         (unsigned long long)p->srv->stats.connections,
+		         (unsigned long long)p->srv->stats.refused_limit,
+		         (unsigned long long)p->srv->stats.messages,
+		         (unsigned long long)p->srv->stats.bytes,
+		         (unsigned long long)p->srv->stats.rejected);
 	if (p->sig_term)
 		event_free(p->sig_term);
 	if (p->sig_int)
@@ -201,7 +220,19 @@ petrel_cleanup(struct petrel *p)
 		event_free(p->sig_hup);
 	if (p->grace)
 		event_free(p->grace);
+	if (p->sched) {
+		struct scheduler_stats qs;
+		scheduler_get_stats(p->sched, &qs);
+		log_info("queue stats queued=%llu delivered=%llu deferred=%llu bounced=%llu "
+		         "expired=%llu dsns=%llu",
+		         (unsigned long long)qs.queued, (unsigned long long)qs.delivered,
+		         (unsigned long long)qs.deferred, (unsigned long long)qs.bounced,
+		         (unsigned long long)qs.expired, (unsigned long long)qs.dsns);
+	}
 	smtp_server_free(p->srv);
+	scheduler_free(p->sched);
+	dns_free(p->dns);
+	spool_set_queue_hook(p->spool, NULL, NULL);
 	spool_close(p->spool);
 	config_free(p->cfg);
 	if (p->base)

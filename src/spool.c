@@ -34,6 +34,7 @@
 
 struct spool_job {
 	struct spool_job *next;
+	struct message *msg; /* the committed envelope, for the queue hook; NULL for syncs */
 	char id[MESSAGE_ID_LEN + 1];
 	spool_commit_cb cb; /* NULL once cancelled */
 	void *arg;
@@ -57,8 +58,10 @@ struct spool {
 	struct spool_job *done, **done_tail;       /* under lock: back to the loop */
 	int wake[2];                               /* thread → loop */
 	struct event *wake_ev;
-
 	struct spool_stats stats; /* loop thread only */
+	spool_queue_hook hook;    /* takes every committed message */
+	void *hook_arg;
+	int statefd; /* state/ */
 };
 
 static void spool_wake_cb(evutil_socket_t fd, short what, void *arg);
@@ -130,7 +133,7 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 	*err = NULL;
 	if ((sp = calloc(1, sizeof(*sp))) == NULL)
 		goto fail;
-	sp->dirfd = sp->tmpfd = sp->queuefd = -1;
+	sp->dirfd = sp->tmpfd = sp->queuefd = sp->statefd = -1;
 	sp->wake[0] = sp->wake[1] = -1;
 	sp->base = base;
 	sp->durability = durability;
@@ -151,6 +154,9 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 		goto fail;
 	what = "create queue/ in";
 	if ((sp->queuefd = spool_mkdirat(sp->dirfd, "queue")) == -1)
+		goto fail;
+	what = "create state/ in";
+	if ((sp->statefd = spool_mkdirat(sp->dirfd, "state")) == -1)
 		goto fail;
 	what = "write to";
 	if (faccessat(sp->dirfd, "queue", W_OK, AT_EACCESS) == -1)
@@ -190,12 +196,18 @@ spool_run_done(struct spool *sp)
 	pthread_mutex_unlock(&sp->lock);
 	for (; job != NULL; job = next) {
 		next = job->next;
-		if (job->ok)
-			sp->stats.commits++;
-		else
-			sp->stats.failures++;
+		if (job->msg != NULL) {
+			if (job->ok)
+				sp->stats.commits++;
+			else
+				sp->stats.failures++;
+		}
 		if (job->cb)
 			job->cb(job->arg, job->id, job->ok);
+		if (job->msg != NULL && job->ok && sp->hook != NULL)
+			sp->hook(sp->hook_arg, job->msg); /* the queue owns it now */
+		else
+			message_free(job->msg);
 		free(job);
 	}
 }
@@ -232,6 +244,8 @@ spool_close(struct spool *sp)
 		close(sp->wake[1]);
 	if (sp->queuefd >= 0)
 		close(sp->queuefd);
+	if (sp->statefd >= 0)
+		close(sp->statefd);
 	if (sp->tmpfd >= 0)
 		close(sp->tmpfd);
 	if (sp->dirfd >= 0)
@@ -323,6 +337,8 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 		return -1;
 	}
 	msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	msg->data_offset = evbuffer_get_length(env) - hlen;
+	msg->data_len = hlen;
 	if (msg->fd == -1 || spool_write_buffer(msg->fd, env) == -1)
 		goto fail;
 	evbuffer_free(env);
@@ -346,6 +362,7 @@ spool_msg_write(struct spool *sp, struct message *msg)
 		errno = EBADF;
 		return -1;
 	}
+	msg->data_len += evbuffer_get_length(msg->body);
 	return spool_write_buffer(msg->fd, msg->body);
 }
 
@@ -393,7 +410,7 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 		goto fail;
 	}
 	msg->fd = -1;
-	message_free(msg);
+	job->msg = msg;
 
 	if (sp->durability == CONFIG_DURABILITY_NONE) {
 		if (renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
@@ -462,6 +479,8 @@ spool_sync_main(void *arg)
 				job->ok = false;
 		}
 		for (job = batch; job != NULL; job = job->next) {
+			if (job->msg == NULL)
+				continue; /* a sync-only job: the syncfs was all it needed */
 			if (job->ok && renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
 				log_error("spool rename failed id=%s error=\"%s\"", job->id,
 				          strerror(errno));
@@ -476,7 +495,7 @@ spool_sync_main(void *arg)
 			log_error("spool fsync failed dir=%s/queue error=\"%s\"", sp->dir,
 			          strerror(errno));
 			for (job = batch; job != NULL; job = job->next) {
-				if (job->ok)
+				if (job->ok && job->msg != NULL)
 					unlinkat(sp->queuefd, job->id, 0);
 				job->ok = false;
 			}
@@ -606,4 +625,218 @@ fail:
 		free(names[i]);
 	free(names);
 	return -1;
+}
+
+void
+spool_set_queue_hook(struct spool *sp, spool_queue_hook hook, void *arg)
+{
+	sp->hook = hook;
+	sp->hook_arg = arg;
+}
+
+void
+spool_sync_soon(struct spool *sp)
+{
+	struct spool_job *job;
+
+	if (sp->durability == CONFIG_DURABILITY_NONE)
+		return;
+	if ((job = calloc(1, sizeof(*job))) == NULL)
+		return; /* the next commit's syncfs covers it anyway */
+	job->ok = true;
+	pthread_mutex_lock(&sp->lock);
+	*sp->pending_tail = job;
+	sp->pending_tail = &job->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+}
+
+int
+spool_open_data(struct spool *sp, const char *id)
+{
+	if (!message_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	return openat(sp->queuefd, id, O_RDONLY | O_CLOEXEC);
+}
+
+/* "notify=SUCCESS,FAILURE," → bits */
+static unsigned
+spool_parse_notify(const char *v)
+{
+	unsigned bits = 0;
+
+	if (strstr(v, "NEVER"))
+		bits |= SMTP_DSN_NOTIFY_NEVER;
+	if (strstr(v, "SUCCESS"))
+		bits |= SMTP_DSN_NOTIFY_SUCCESS;
+	if (strstr(v, "FAILURE"))
+		bits |= SMTP_DSN_NOTIFY_FAILURE;
+	if (strstr(v, "DELAY"))
+		bits |= SMTP_DSN_NOTIFY_DELAY;
+	return bits;
+}
+
+/* "rcpt [notify=..] [orcpt=..] <addr>" */
+static int
+spool_parse_rcpt(struct message *msg, char *line)
+{
+	char *p = line + 5, *lt, *orcpt = NULL, *word;
+	unsigned notify = 0;
+	size_t len;
+
+	if ((lt = strchr(p, '<')) == NULL)
+		return -1;
+	len = strlen(lt);
+	if (len < 2 || lt[len - 1] != '>')
+		return -1;
+	lt[len - 1] = '\0';
+	lt[-1] = '\0';
+	for (word = strtok(p, " "); word != NULL && word < lt; word = strtok(NULL, " ")) {
+		if (strncmp(word, "notify=", 7) == 0)
+			notify = spool_parse_notify(word + 7);
+		else if (strncmp(word, "orcpt=", 6) == 0)
+			orcpt = word + 6;
+	}
+	return message_add_rcpt(msg, lt + 1, notify, orcpt);
+}
+
+int
+spool_load(struct spool *sp, const char *id, struct message **out)
+{
+	struct message *msg = NULL;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	uint64_t header = 0;
+	struct stat st;
+	FILE *f = NULL;
+	int fd, first = 1, ok = 0;
+
+	*out = NULL;
+	if ((fd = spool_open_data(sp, id)) == -1)
+		return -1;
+	if (fstat(fd, &st) == -1 || (f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return -1;
+	}
+	if ((msg = message_new()) == NULL)
+		goto done;
+	while ((n = getline(&line, &cap, f)) > 0) {
+		header += (uint64_t)n;
+		if (line[n - 1] != '\n')
+			break;
+		line[--n] = '\0';
+		if (first) {
+			if (strcmp(line, "petrel-spool 1") != 0)
+				break;
+			first = 0;
+		} else if (n == 0) {
+			ok = 1;
+			break;
+		} else if (strncmp(line, "id ", 3) == 0) {
+			snprintf(msg->id, sizeof(msg->id), "%s", line + 3);
+		} else if (strncmp(line, "arrival ", 8) == 0) {
+			long long sec = 0;
+			long usec = 0;
+			sscanf(line + 8, "%lld.%ld", &sec, &usec);
+			msg->arrival.tv_sec = (time_t)sec;
+			msg->arrival.tv_usec = usec;
+		} else if (strncmp(line, "client ", 7) == 0) {
+			snprintf(msg->client_addr, sizeof(msg->client_addr), "%s", line + 7);
+		} else if (strncmp(line, "helo ", 5) == 0) {
+			if (message_set_helo(msg, line + 5, (size_t)n - 5) == -1)
+				break;
+		} else if (strncmp(line, "from <", 6) == 0 && line[n - 1] == '>') {
+			line[n - 1] = '\0';
+			if (message_set_from(msg, line + 6) == -1)
+				break;
+		} else if (strcmp(line, "body 8BITMIME") == 0) {
+			msg->body_type = SMTP_BODY_8BITMIME;
+		} else if (strcmp(line, "body 7BIT") == 0) {
+			msg->body_type = SMTP_BODY_7BIT;
+		} else if (strcmp(line, "smtputf8") == 0) {
+			msg->smtputf8 = true;
+		} else if (strcmp(line, "ret FULL") == 0) {
+			msg->ret = SMTP_DSN_RET_FULL;
+		} else if (strcmp(line, "ret HDRS") == 0) {
+			msg->ret = SMTP_DSN_RET_HDRS;
+		} else if (strncmp(line, "envid ", 6) == 0) {
+			if (message_set_envid(msg, line + 6) == -1)
+				break;
+		} else if (strncmp(line, "rcpt ", 5) == 0) {
+			if (spool_parse_rcpt(msg, line) == -1)
+				break;
+		}
+	}
+done:
+	free(line);
+	fclose(f);
+	if (!ok || msg == NULL || strcmp(msg->id, id) != 0 || msg->from == NULL ||
+	    msg->nrcpts == 0 || (uint64_t)st.st_size < header) {
+		message_free(msg);
+		errno = EINVAL;
+		return -1;
+	}
+	msg->data_offset = header;
+	msg->data_len = (uint64_t)st.st_size - header;
+	*out = msg;
+	return 0;
+}
+
+int
+spool_state_append(struct spool *sp, const char *id, const char *line, size_t len)
+{
+	ssize_t w;
+	int fd, saved;
+
+	fd = openat(sp->statefd, id, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (fd == -1)
+		return -1;
+	w = write(fd, line, len);
+	saved = errno;
+	close(fd);
+	if (w != (ssize_t)len) {
+		errno = w < 0 ? saved : EIO;
+		return -1;
+	}
+	spool_sync_soon(sp);
+	return 0;
+}
+
+int
+spool_state_read(struct spool *sp, const char *id,
+                 void (*cb)(void *arg, const char *line, size_t len), void *arg)
+{
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t n;
+	FILE *f;
+	int fd;
+
+	if ((fd = openat(sp->statefd, id, O_RDONLY | O_CLOEXEC)) == -1)
+		return errno == ENOENT ? 0 : -1;
+	if ((f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return -1;
+	}
+	while ((n = getline(&line, &cap, f)) > 0) {
+		if (line[n - 1] != '\n')
+			break; /* torn by a crash: never completed, ignore */
+		line[n - 1] = '\0';
+		cb(arg, line, (size_t)n - 1);
+	}
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+void
+spool_remove(struct spool *sp, const char *id)
+{
+	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
+		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
+	unlinkat(sp->statefd, id, 0);
+	spool_sync_soon(sp);
 }

@@ -42,6 +42,46 @@ struct config_listen {
 	unsigned line; /* line of the entry in the file, for messages */
 };
 
+/* routes: — where mail for a domain goes (first match wins). */
+enum config_route_kind {
+	CONFIG_ROUTE_MX = 0,  /* mx: true — MX lookup (the default route) */
+	CONFIG_ROUTE_RELAY,   /* relay: host:port — a smarthost */
+	CONFIG_ROUTE_MAILDIR, /* maildir: template — local delivery */
+	CONFIG_ROUTE_DISCARD, /* discard: true — accept and drop (tests, sinks) */
+};
+
+enum config_route_tls {
+	CONFIG_TLS_OPPORTUNISTIC = 0, /* default: STARTTLS when offered, plain otherwise */
+	CONFIG_TLS_NONE,
+	CONFIG_TLS_REQUIRE,
+};
+
+struct config_route {
+	char *domain; /* lower case; "*" = any; ".example.net" = any subdomain of it;
+	               * "example.net" = that domain only */
+	enum config_route_kind kind;
+	char *maildir;       /* MAILDIR: template with %u (local part), %d (domain), %% */
+	char *relay_host;    /* RELAY: host name (lower case) or numeric address (no brackets) */
+	unsigned relay_port; /* RELAY: default 25 */
+	unsigned mx_port;    /* MX: port to connect to, default 25 (key `port:`, tests use it) */
+	enum config_route_tls tls; /* key `tls:` none|opportunistic|require; RELAY and MX only */
+	char *auth_user;           /* key `auth: { user: …, password_file: … }` (TLS issue);
+	                            * RELAY only; both or neither are set */
+	char *auth_password_file;
+	char *ca_file; /* key `ca_file:` (TLS issue); RELAY and MX only; NULL: system store */
+	unsigned line; /* line of the entry, for messages */
+};
+
+/* queue.priorities: — the first rule (file order) whose given fields all match wins; a
+ * recipient_domain rule matches if any recipient of the message is in that domain. At least one
+ * of the two domains is set. */
+struct config_priority {
+	char *sender_domain;    /* match on the sender's domain (lower case), or NULL */
+	char *recipient_domain; /* match on a recipient's domain (lower case), or NULL */
+	int priority;           /* key `priority:` high (10) | normal (0) | low (-10) | integer
+	                         * -100..100; higher goes first */
+};
+
 struct petrel_config {
 	char *path;     /* the file it was read from */
 	char *hostname; /* default: gethostname() */
@@ -66,6 +106,27 @@ struct petrel_config {
 	unsigned max_errors;             /* default 10 */
 	unsigned timeout_command;        /* seconds; limits.timeouts.command; default 300 */
 	unsigned timeout_data;           /* seconds; limits.timeouts.data; default 600 */
+
+	/* routes: — default one route {domain: "*", mx: true} */
+	struct config_route *routes;
+	size_t nroutes;
+
+	/* queue: */
+	unsigned *retry; /* seconds, each >= 1, nretry >= 1; then the last one repeats;
+	                  * default [1m, 5m, 15m, 30m, 1h, 2h, 4h] */
+	size_t nretry;
+	unsigned max_lifetime;                /* seconds, >= 60; default 5d */
+	unsigned delay_warning;               /* seconds; default 4h; 0 = never, else >= 60 and
+	                                       * < max_lifetime */
+	unsigned concurrency;                 /* outbound sessions in all; default 500 */
+	unsigned concurrency_per_destination; /* per next-hop domain/host, <= concurrency;
+	                                       * default 20, or concurrency if that is smaller */
+	struct config_priority *priorities;   /* default none */
+	size_t npriorities;
+
+	/* dns: */
+	char *nameservers; /* "127.0.0.1:5353,[::1]:53" joined from the list, or NULL
+	                    * for /etc/resolv.conf; key dns.nameservers: [..] */
 };
 
 /*
@@ -98,6 +159,25 @@ int config_parse_duration(const char *s, uint64_t *out_seconds);
 /* "127.0.0.1:2525", "[::1]:25", "*:25" (all IPv4+IPv6? no: "*" = 0.0.0.0), "[::]:25".
  * Numeric only. Returns 0 or -1. */
 int config_parse_address(const char *s, struct sockaddr_storage *ss, socklen_t *len);
+
+/* The route for a recipient domain (case-insensitive): the first that matches; never NULL
+ * (the default route list ends with "*" when the file has none; a file's list without "*"
+ * falls back to an implicit {domain: "*", mx: true}).
+ * Matching (len bytes of `domain`, one trailing dot ignored): "example.net" matches only itself;
+ * ".example.net" matches a.example.net, b.a.example.net, … but not example.net; "*" matches
+ * anything, "" and a NULL domain included. The result points into cfg->routes (valid until
+ * config_free) or, for the fallback, at a static route {domain "*", MX, mx_port 25, tls
+ * opportunistic}, valid forever; cfg may be NULL (the fallback). */
+const struct config_route *config_route_for(const struct petrel_config *cfg, const char *domain,
+                                            size_t len);
+
+/* The priority for a message (sender domain, and each recipient domain): first matching rule,
+ * else 0.
+ * sender_domain may be NULL (null reverse path: only recipient_domain rules can match);
+ * rcpt_domains may be NULL when nrcpt_domains is 0. Domains compare case-insensitively, one
+ * trailing dot ignored, exactly (no subdomains). */
+int config_priority_for(const struct petrel_config *cfg, const char *sender_domain,
+                        const char *const *rcpt_domains, size_t nrcpt_domains);
 
 /* Is `domain` (case-insensitive, trailing dot ignored) one of the local domains? */
 bool config_is_local_domain(const struct petrel_config *cfg, const char *domain, size_t len);

@@ -46,6 +46,8 @@ struct message {
 	struct evbuffer *body; /* received bytes not yet written to the spool file */
 	uint64_t body_size;    /* bytes of body stored so far (wire form) */
 	int fd;                /* spool file in tmp/ while being written, else -1 */
+	uint64_t data_offset;  /* in the spool file: where the message data begins */
+	uint64_t data_len;     /* message data length (Received: header + body) */
 };
 
 /* A new, empty message with a fresh id and arrival time; NULL on allocation failure. */

@@ -81,6 +81,14 @@ typedef void (*spool_commit_cb)(void *arg, const char *id, bool ok);
 struct spool_job *spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb,
                                    void *arg);
 
+/*
+ * Every committed message goes to this hook (after the job's own callback), which takes
+ * ownership of it: that is how the queue learns of new mail, whether or not the session that
+ * received it is still there. Without a hook the message is freed.
+ */
+typedef void (*spool_queue_hook)(void *arg, struct message *msg);
+void spool_set_queue_hook(struct spool *sp, spool_queue_hook hook, void *arg);
+
 /* The caller goes away: cb will not be called for this job (the commit itself proceeds). */
 void spool_job_cancel(struct spool_job *job);
 
@@ -103,6 +111,33 @@ long spool_scan(struct spool *sp, spool_scan_cb cb, void *arg);
 
 /* Parse the envelope of one spool file; 0 or -1. Exposed for tests and tools. */
 int spool_read_entry(int dirfd, const char *name, struct spool_entry *e);
+
+/*
+ * Read a committed message's envelope (sender, recipients with their DSN parameters, flags)
+ * from queue/<id> into a new message (body chain empty, data_offset/data_len set). 0 or -1.
+ */
+int spool_load(struct spool *sp, const char *id, struct message **out);
+
+/* Open queue/<id> for reading (the caller closes it, or hands it to evbuffer_add_file). */
+int spool_open_data(struct spool *sp, const char *id);
+
+/*
+ * The per-recipient state journal, state/<id>: one line per event, appended (a torn last line
+ * after a crash has no '\n' and is ignored). Written on the loop (page cache), made durable by
+ * the next group commit. Lines are "<rcpt-index> <state> <unix-time> [<detail>]" or
+ * "- <event> <unix-time>" for the message (see scheduler.c).
+ */
+int spool_state_append(struct spool *sp, const char *id, const char *line, size_t len);
+
+/* Call cb for each complete line of state/<id> (without '\n'). 0 (also if there is none) or -1. */
+int spool_state_read(struct spool *sp, const char *id,
+                     void (*cb)(void *arg, const char *line, size_t len), void *arg);
+
+/* The message is finished: remove queue/<id> and state/<id>. */
+void spool_remove(struct spool *sp, const char *id);
+
+/* Make whatever was written or removed durable at the next group commit (no callback). */
+void spool_sync_soon(struct spool *sp);
 
 /* Counters for logs and stats. */
 struct spool_stats {

@@ -89,6 +89,58 @@ test_config_expect_net(const struct cidr *net, const char *text)
 	cr_expect_eq(memcmp(net->addr, want.addr, sizeof(want.addr)), 0, "%s: address", text);
 }
 
+/* One route, with the fields its kind does not use at their defaults too. */
+static void
+test_config_expect_route(const struct config_route *r, const char *domain,
+                         enum config_route_kind kind, const char *target, unsigned port,
+                         enum config_route_tls tls)
+{
+	cr_assert_not_null(r);
+	cr_assert_not_null(r->domain);
+	cr_expect_str_eq(r->domain, domain);
+	cr_expect_eq(r->kind, kind, "%s: kind %d", domain, r->kind);
+	cr_expect_eq(r->tls, tls, "%s: tls %d", domain, r->tls);
+	switch (kind) {
+	case CONFIG_ROUTE_MX:
+		cr_expect_eq(r->mx_port, port, "%s: mx_port %u", domain, r->mx_port);
+		cr_expect_null(r->relay_host, "%s", domain);
+		cr_expect_null(r->maildir, "%s", domain);
+		break;
+	case CONFIG_ROUTE_RELAY:
+		cr_assert_not_null(r->relay_host, "%s", domain);
+		cr_expect_str_eq(r->relay_host, target, "%s: relay_host", domain);
+		cr_expect_eq(r->relay_port, port, "%s: relay_port %u", domain, r->relay_port);
+		cr_expect_null(r->maildir, "%s", domain);
+		break;
+	case CONFIG_ROUTE_MAILDIR:
+		cr_assert_not_null(r->maildir, "%s", domain);
+		cr_expect_str_eq(r->maildir, target, "%s: maildir", domain);
+		cr_expect_null(r->relay_host, "%s", domain);
+		break;
+	case CONFIG_ROUTE_DISCARD:
+		cr_expect_null(r->relay_host, "%s", domain);
+		cr_expect_null(r->maildir, "%s", domain);
+		break;
+	}
+}
+
+static void
+test_config_expect_queue_defaults(const struct petrel_config *cfg)
+{
+	static const unsigned retry[] = { 60, 300, 900, 1800, 3600, 7200, 14400 };
+	size_t i;
+
+	cr_assert_eq(cfg->nretry, 7);
+	for (i = 0; i < 7; i++)
+		cr_expect_eq(cfg->retry[i], retry[i], "retry[%zu] = %u", i, cfg->retry[i]);
+	cr_expect_eq(cfg->max_lifetime, 5 * 86400);
+	cr_expect_eq(cfg->delay_warning, 4 * 3600);
+	cr_expect_eq(cfg->concurrency, 500);
+	cr_expect_eq(cfg->concurrency_per_destination, 20);
+	cr_expect_eq(cfg->npriorities, 0);
+	cr_expect_null(cfg->priorities);
+}
+
 static void
 test_config_expect_defaults(const struct petrel_config *cfg)
 {
@@ -119,6 +171,15 @@ test_config_expect_defaults(const struct petrel_config *cfg)
 	cr_expect_eq(cfg->max_errors, 10);
 	cr_expect_eq(cfg->timeout_command, 300);
 	cr_expect_eq(cfg->timeout_data, 600);
+
+	cr_assert_eq(cfg->nroutes, 1);
+	test_config_expect_route(&cfg->routes[0], "*", CONFIG_ROUTE_MX, NULL, 25,
+	                         CONFIG_TLS_OPPORTUNISTIC);
+	cr_expect_null(cfg->routes[0].auth_user);
+	cr_expect_null(cfg->routes[0].auth_password_file);
+	cr_expect_null(cfg->routes[0].ca_file);
+	test_config_expect_queue_defaults(cfg);
+	cr_expect_null(cfg->nameservers);
 }
 
 /*
@@ -148,6 +209,9 @@ Test(config, defaults_from_empty_documents)
 		"limits:\nrelay:\n",
 		"limits: {}\nrelay: {}\n",
 		"limits:\n  # max_errors: 3\n  timeouts:\n",
+		"queue:\ndns:\n",
+		"queue: {}\ndns: {}\n",
+		"queue:\n  # retry: [1m]\n",
 	};
 	struct petrel_config *cfg;
 	size_t i;
@@ -223,6 +287,51 @@ Test(config, full_file)
 	cr_expect_eq(cfg->max_errors, 3);
 	cr_expect_eq(cfg->timeout_command, 300);
 	cr_expect_eq(cfg->timeout_data, 5400);
+
+	cr_assert_eq(cfg->nroutes, 5);
+	test_config_expect_route(&cfg->routes[0], "localhost", CONFIG_ROUTE_MAILDIR,
+	                         "./var/mail/%d/%u%%", 0, CONFIG_TLS_OPPORTUNISTIC);
+	test_config_expect_route(&cfg->routes[1], "example.net", CONFIG_ROUTE_RELAY,
+	                         "smtp.example.net", 587, CONFIG_TLS_REQUIRE);
+	cr_expect_str_eq(cfg->routes[1].auth_user, "relayuser");
+	cr_expect_str_eq(cfg->routes[1].auth_password_file, "/etc/petrel/relay.pass");
+	cr_expect_str_eq(cfg->routes[1].ca_file, "/etc/ssl/my-ca.pem");
+	test_config_expect_route(&cfg->routes[2], ".example.com", CONFIG_ROUTE_DISCARD, NULL, 0,
+	                         CONFIG_TLS_OPPORTUNISTIC);
+	test_config_expect_route(&cfg->routes[3], "v6.example", CONFIG_ROUTE_RELAY, "2001:db8::25",
+	                         25, CONFIG_TLS_NONE);
+	cr_expect_null(cfg->routes[3].auth_user);
+	cr_expect_null(cfg->routes[3].ca_file);
+	test_config_expect_route(&cfg->routes[4], "*", CONFIG_ROUTE_MX, NULL, 2526,
+	                         CONFIG_TLS_REQUIRE);
+	cr_expect_str_eq(cfg->routes[4].ca_file, "/etc/ssl/test-ca.pem");
+	cr_expect_eq(cfg->routes[0].line, 30);
+	cr_expect_eq(cfg->routes[1].line, 32);
+	cr_expect_eq(cfg->routes[4].line, 42);
+
+	cr_assert_eq(cfg->nretry, 3);
+	cr_expect_eq(cfg->retry[0], 30);
+	cr_expect_eq(cfg->retry[1], 120);
+	cr_expect_eq(cfg->retry[2], 5400);
+	cr_expect_eq(cfg->max_lifetime, 2 * 86400);
+	cr_expect_eq(cfg->delay_warning, 0);
+	cr_expect_eq(cfg->concurrency, 50);
+	cr_expect_eq(cfg->concurrency_per_destination, 50);
+	cr_assert_eq(cfg->npriorities, 5);
+	cr_expect_str_eq(cfg->priorities[0].sender_domain, "example.org");
+	cr_expect_null(cfg->priorities[0].recipient_domain);
+	cr_expect_eq(cfg->priorities[0].priority, 10);
+	cr_expect_null(cfg->priorities[1].sender_domain);
+	cr_expect_str_eq(cfg->priorities[1].recipient_domain, "bulk.example");
+	cr_expect_eq(cfg->priorities[1].priority, -10);
+	cr_expect_str_eq(cfg->priorities[2].sender_domain, "news.example");
+	cr_expect_str_eq(cfg->priorities[2].recipient_domain, "vip.example");
+	cr_expect_eq(cfg->priorities[2].priority, -100);
+	cr_expect_eq(cfg->priorities[3].priority, 42);
+	cr_expect_eq(cfg->priorities[4].priority, 0);
+
+	cr_expect_str_eq(cfg->nameservers,
+	                 "127.0.0.1:5353,[::1]:53,192.0.2.53:53,[2001:db8::35]:5300");
 	config_free(cfg);
 }
 
@@ -253,6 +362,17 @@ Test(config, shipped_example)
 	cr_expect_eq(cfg->max_errors, 10);
 	cr_expect_eq(cfg->timeout_command, 300);
 	cr_expect_eq(cfg->timeout_data, 600);
+
+	/* Out of the box: local mail into ./var/mail, everything else by MX. */
+	cr_assert_eq(cfg->nroutes, 2);
+	test_config_expect_route(&cfg->routes[0], "localhost", CONFIG_ROUTE_MAILDIR,
+	                         "./var/mail/%u", 0, CONFIG_TLS_OPPORTUNISTIC);
+	test_config_expect_route(&cfg->routes[1], "*", CONFIG_ROUTE_MX, NULL, 25,
+	                         CONFIG_TLS_OPPORTUNISTIC);
+	cr_expect_eq(config_route_for(cfg, "LocalHost.", 10), &cfg->routes[0]);
+	cr_expect_eq(config_route_for(cfg, "example.org", 11), &cfg->routes[1]);
+	test_config_expect_queue_defaults(cfg);
+	cr_expect_null(cfg->nameservers);
 	config_free(cfg);
 }
 
@@ -709,6 +829,662 @@ Test(config, errors_raw_nul_and_bad_utf8)
 
 	cr_assert_eq(config_load_string("t.yaml", utf8, sizeof(utf8) - 1, &cfg, &errors), -1);
 	cr_expect_str_eq(errors, "t.yaml:2:6: syntax error: invalid leading UTF-8 octet\n");
+	free(errors);
+}
+
+/*
+ * routes:, queue:, dns:
+ */
+
+Test(config, routes_values)
+{
+	static const struct {
+		const char *yaml; /* one route item, after "routes:\n  - " */
+		const char *domain;
+		enum config_route_kind kind;
+		const char *target; /* relay host or maildir template */
+		unsigned port;      /* relay_port or mx_port */
+		enum config_route_tls tls;
+	} cases[] = {
+		{ "domain: \"*\"\n    mx: true", "*", CONFIG_ROUTE_MX, NULL, 25,
+		  CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: '*', mx: Yes, port: 1, tls: none}", "*", CONFIG_ROUTE_MX, NULL, 1,
+		  CONFIG_TLS_NONE },
+		{ "{domain: Example.ORG., discard: TRUE}", "example.org", CONFIG_ROUTE_DISCARD,
+		  NULL, 0, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: .Sub.Example.ORG., discard: yes}", ".sub.example.org",
+		  CONFIG_ROUTE_DISCARD, NULL, 0, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: localhost, maildir: /srv/mail}", "localhost", CONFIG_ROUTE_MAILDIR,
+		  "/srv/mail", 0, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: localhost, maildir: '/m/%d/%u/100%%'}", "localhost",
+		  CONFIG_ROUTE_MAILDIR, "/m/%d/%u/100%%", 0, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: a.example, relay: Smtp.Example.NET}", "a.example", CONFIG_ROUTE_RELAY,
+		  "smtp.example.net", 25, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: a.example, relay: 'mx.example.net.:26', tls: require}", "a.example",
+		  CONFIG_ROUTE_RELAY, "mx.example.net", 26, CONFIG_TLS_REQUIRE },
+		{ "{domain: a.example, relay: 192.0.2.25:587}", "a.example", CONFIG_ROUTE_RELAY,
+		  "192.0.2.25", 587, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: a.example, relay: '[2001:db8::25]:65535'}", "a.example",
+		  CONFIG_ROUTE_RELAY, "2001:db8::25", 65535, CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: a.example, relay: '[::1]'}", "a.example", CONFIG_ROUTE_RELAY, "::1", 25,
+		  CONFIG_TLS_OPPORTUNISTIC },
+		{ "{domain: a.example, relay: mail}", "a.example", CONFIG_ROUTE_RELAY, "mail", 25,
+		  CONFIG_TLS_OPPORTUNISTIC },
+	};
+	struct petrel_config *cfg;
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "routes:\n  - %s\n", cases[i].yaml);
+		cfg = test_config_ok(text);
+		cr_assert_eq(cfg->nroutes, 1, "%s", text);
+		test_config_expect_route(&cfg->routes[0], cases[i].domain, cases[i].kind,
+		                         cases[i].target, cases[i].port, cases[i].tls);
+		cr_expect_eq(cfg->routes[0].line, 2, "%s", text);
+		config_free(cfg);
+	}
+
+	/* An empty list is allowed: config_route_for() falls back to MX for everything. */
+	cfg = test_config_ok("routes: []\n");
+	cr_expect_eq(cfg->nroutes, 0);
+	test_config_expect_route(config_route_for(cfg, "example.org", 11), "*", CONFIG_ROUTE_MX,
+	                         NULL, 25, CONFIG_TLS_OPPORTUNISTIC);
+	config_free(cfg);
+}
+
+Test(config, route_for)
+{
+	static const struct {
+		const char *domain; /* NULL: a NULL pointer */
+		size_t len;         /* 0: strlen */
+		int route;          /* index in cfg->routes */
+	} cases[] = {
+		{ "example.org", 0, 0 },
+		{ "EXAMPLE.Org", 0, 0 },
+		{ "example.org.", 0, 0 },     /* trailing dot ignored */
+		{ "example.org..", 0, 5 },    /* only one */
+		{ "mail.example.org", 0, 1 }, /* subdomain: the "." route */
+		{ "A.B.Example.ORG.", 0, 1 },
+		{ "xexample.org", 0, 5 }, /* not a subdomain, only a suffix */
+		{ "example.or", 0, 5 },
+		{ "example.orgx", 0, 5 },
+		{ "sub.example.net", 0, 5 }, /* ".sub.example.net" is not sub.example.net itself */
+		{ "a.sub.example.net", 0, 2 },
+		{ "b.a.sub.example.net", 0, 2 },
+		{ "exact.example.net", 0, 4 }, /* exact match */
+		{ "x.exact.example.net", 0, 5 },
+		{ "a.a.sub.example.net", 0, 2 }, /* route 3 (exact) is after route 2: first wins */
+		{ "a.a.sub.example.net.", 0, 2 },
+		{ "example.orgXYZ", 11, 0 }, /* only len bytes count */
+		{ "example.org", 7, 5 },     /* "example" */
+		{ "localhost", 0, 5 },
+		{ "", 0, 5 },
+		{ ".", 0, 5 },
+		{ NULL, 0, 5 },
+	};
+	struct petrel_config *cfg;
+	const struct config_route *r;
+	size_t i, len;
+
+	cfg = test_config_ok("routes:\n"
+	                     "  - {domain: Example.ORG, maildir: /m/%u}\n"
+	                     "  - {domain: .example.org, discard: true}\n"
+	                     "  - {domain: .sub.example.net, relay: smtp.example.net}\n"
+	                     "  - {domain: a.a.sub.example.net, discard: true}\n"
+	                     "  - {domain: exact.example.net, relay: 192.0.2.1}\n"
+	                     "  - {domain: '*', mx: true, port: 2526}\n"
+	                     "  - {domain: after.example, discard: true}\n");
+	cr_assert_eq(cfg->nroutes, 7);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		len = cases[i].domain == NULL ? 0
+		      : cases[i].len != 0     ? cases[i].len
+		                              : strlen(cases[i].domain);
+		r = config_route_for(cfg, cases[i].domain, len);
+		cr_expect_eq(r, &cfg->routes[cases[i].route], "\"%.*s\": got %s, want %s", (int)len,
+		             cases[i].domain != NULL ? cases[i].domain : "(null)", r->domain,
+		             cfg->routes[cases[i].route].domain);
+	}
+	cr_expect_eq(config_route_for(cfg, "after.example", 13), &cfg->routes[5]); /* "*" first */
+	config_free(cfg);
+}
+
+/* A routes: list without "*": what matches nothing goes by MX, to port 25. */
+Test(config, route_for_implicit_default)
+{
+	struct petrel_config *cfg;
+	const struct config_route *r;
+
+	cfg = test_config_ok("routes:\n"
+	                     "  - {domain: localhost, maildir: ./var/mail/%u}\n"
+	                     "  - {domain: .example.com, relay: smtp.example.com, tls: none}\n");
+	cr_assert_eq(cfg->nroutes, 2);
+	cr_expect_eq(config_route_for(cfg, "LOCALHOST.", 10), &cfg->routes[0]);
+	cr_expect_eq(config_route_for(cfg, "a.example.com", 13), &cfg->routes[1]);
+
+	r = config_route_for(cfg, "example.com", 11);
+	cr_assert_not_null(r);
+	cr_expect(r < cfg->routes || r >= cfg->routes + cfg->nroutes, "implicit route in the list");
+	test_config_expect_route(r, "*", CONFIG_ROUTE_MX, NULL, 25, CONFIG_TLS_OPPORTUNISTIC);
+	cr_expect_null(r->auth_user);
+	cr_expect_null(r->ca_file);
+	cr_expect_eq(config_route_for(cfg, "other.example", 13), r);
+	cr_expect_eq(config_route_for(cfg, "", 0), r);
+	cr_expect_eq(config_route_for(NULL, "example.com", 11), r);
+	config_free(cfg);
+}
+
+Test(config, queue_values)
+{
+	struct petrel_config *cfg;
+
+	cfg = test_config_ok("queue:\n  retry: [1s]\n  max_lifetime: 1m\n  delay_warning: 0\n"
+	                     "  concurrency: 1\n  concurrency_per_destination: 1\n");
+	cr_assert_eq(cfg->nretry, 1);
+	cr_expect_eq(cfg->retry[0], 1);
+	cr_expect_eq(cfg->max_lifetime, 60);
+	cr_expect_eq(cfg->delay_warning, 0);
+	cr_expect_eq(cfg->concurrency, 1);
+	cr_expect_eq(cfg->concurrency_per_destination, 1);
+	config_free(cfg);
+
+	cfg = test_config_ok("queue:\n  retry: [1m, 5m, 15m, 30m, 1h, 2h, 4h]\n"
+	                     "  max_lifetime: 1h\n  delay_warning: 59m59s\n"
+	                     "  concurrency: 100000\n  concurrency_per_destination: 100000\n");
+	cr_expect_eq(cfg->nretry, 7);
+	cr_expect_eq(cfg->retry[6], 14400);
+	cr_expect_eq(cfg->max_lifetime, 3600);
+	cr_expect_eq(cfg->delay_warning, 3599);
+	cr_expect_eq(cfg->concurrency, 100000);
+	cr_expect_eq(cfg->concurrency_per_destination, 100000);
+	config_free(cfg);
+
+	/* delay_warning: 0 allows any max_lifetime; the default per-destination limit follows a
+	 * smaller concurrency. */
+	cfg = test_config_ok("queue:\n  max_lifetime: 1m\n  delay_warning: 0\n  concurrency: 5\n");
+	cr_expect_eq(cfg->concurrency, 5);
+	cr_expect_eq(cfg->concurrency_per_destination, 5);
+	config_free(cfg);
+
+	cfg = test_config_ok("queue:\n  max_lifetime: 4h1s\n  concurrency: 20\n");
+	cr_expect_eq(cfg->delay_warning, 4 * 3600);
+	cr_expect_eq(cfg->concurrency_per_destination, 20);
+	config_free(cfg);
+}
+
+Test(config, priority_values)
+{
+	static const struct {
+		const char *value;
+		int priority;
+	} cases[] = {
+		{ "high", 10 }, { "normal", 0 },  { "low", -10 }, { "0", 0 },
+		{ "-0", 0 },    { "+7", 7 },      { "100", 100 }, { "-100", -100 },
+		{ "'-5'", -5 }, { "\"50\"", 50 }, { "007", 7 },
+	};
+	struct petrel_config *cfg;
+	char text[128];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text),
+		         "queue:\n  priorities:\n    - {recipient_domain: a.example, priority: "
+		         "%s}\n",
+		         cases[i].value);
+		cfg = test_config_ok(text);
+		cr_assert_eq(cfg->npriorities, 1);
+		cr_expect_eq(cfg->priorities[0].priority, cases[i].priority, "%s → %d",
+		             cases[i].value, cfg->priorities[0].priority);
+		config_free(cfg);
+	}
+	cfg = test_config_ok("queue:\n  priorities: []\n");
+	cr_expect_eq(cfg->npriorities, 0);
+	config_free(cfg);
+}
+
+Test(config, priority_for)
+{
+	static const struct {
+		const char *sender; /* NULL: the null reverse path */
+		const char *rcpts[3];
+		size_t nrcpts;
+		int priority;
+	} cases[] = {
+		{ "example.org", { "x.example" }, 1, 10 },
+		{ "EXAMPLE.ORG.", { NULL }, 0, 10 },
+		{ "sub.example.org", { "x.example" }, 1, 0 }, /* exact domains only */
+		{ "example.or", { "x.example" }, 1, 0 },
+		{ NULL, { "bulk.example" }, 1, -10 },
+		{ "a.example", { "x.example", "Bulk.Example." }, 2, -10 }, /* any recipient */
+		{ "a.example", { "x.example", "y.example", "z.example" }, 3, 0 },
+		{ "a.example", { "sub.bulk.example" }, 1, 0 },
+		{ "example.org", { "bulk.example" }, 1, 10 }, /* first rule wins */
+		{ "news.example", { "vip.example" }, 1, 50 }, /* both fields must match */
+		{ "News.Example", { "other.example", "VIP.example." }, 2, 50 },
+		{ "news.example", { "other.example" }, 1, -100 },
+		{ "news.example", { NULL }, 0, -100 },
+		{ "vip.example", { "news.example" }, 1, 0 },
+		{ NULL, { NULL }, 0, 0 },
+		{ "", { "" }, 1, 0 },
+	};
+	struct petrel_config *cfg;
+	size_t i;
+
+	cfg = test_config_ok("queue:\n  priorities:\n"
+	                     "    - {sender_domain: example.org, priority: high}\n"
+	                     "    - {recipient_domain: bulk.example, priority: low}\n"
+	                     "    - {sender_domain: news.example, recipient_domain: vip.example,"
+	                     " priority: 50}\n"
+	                     "    - {sender_domain: news.example, priority: -100}\n");
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cr_expect_eq(
+		        config_priority_for(cfg, cases[i].sender, cases[i].rcpts, cases[i].nrcpts),
+		        cases[i].priority, "case %zu (sender %s)", i,
+		        cases[i].sender != NULL ? cases[i].sender : "<>");
+	}
+	cr_expect_eq(config_priority_for(cfg, "a.example", NULL, 3), 0);
+	cr_expect_eq(config_priority_for(cfg, "example.org", NULL, 0), 10);
+	cr_expect_eq(config_priority_for(NULL, "example.org", NULL, 0), 0);
+	config_free(cfg);
+
+	cfg = test_config_ok("");
+	cr_expect_eq(config_priority_for(cfg, "example.org", NULL, 0), 0);
+	config_free(cfg);
+}
+
+Test(config, nameservers_joined)
+{
+	static const struct {
+		const char *list;
+		const char *joined;
+	} cases[] = {
+		{ "[127.0.0.1]", "127.0.0.1:53" },
+		{ "[127.0.0.1:5353]", "127.0.0.1:5353" },
+		{ "['[::1]']", "[::1]:53" },
+		{ "['[::1]:5353']", "[::1]:5353" },
+		{ "[127.0.0.1:5353, '[::1]:53']", "127.0.0.1:5353,[::1]:53" },
+		{ "[192.0.2.1, 192.0.2.2:00053, '[2001:DB8:0::0001]:65535', 198.51.100.1:1]",
+		  "192.0.2.1:53,192.0.2.2:53,[2001:db8::1]:65535,198.51.100.1:1" },
+		{ "['[::ffff:192.0.2.1]']", "[::ffff:192.0.2.1]:53" },
+	};
+	struct petrel_config *cfg;
+	char text[256];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		snprintf(text, sizeof(text), "dns:\n  nameservers: %s\n", cases[i].list);
+		cfg = test_config_ok(text);
+		cr_expect_str_eq(cfg->nameservers, cases[i].joined, "%s", cases[i].list);
+		config_free(cfg);
+	}
+
+	/* A later dns: section would be a duplicate key; the list replaces nothing but NULL. */
+	cfg = test_config_ok("dns:\n  nameservers:\n    - 127.0.0.1\n    - 127.0.0.2\n");
+	cr_expect_str_eq(cfg->nameservers, "127.0.0.1:53,127.0.0.2:53");
+	config_free(cfg);
+}
+
+Test(config, errors_routes_queue_dns)
+{
+	static const struct {
+		const char *what;
+		const char *yaml;
+		const char *errors;
+	} cases[] = {
+		/* routes: shape */
+		{ "routes: nothing", "routes:\n",
+		  "t.yaml:1:8: routes: expected a list, got nothing (write [] for an empty "
+		  "list)\n" },
+		{ "routes: mapping", "routes:\n  domain: a.example\n",
+		  "t.yaml:2:3: routes: expected a list, got a mapping\n" },
+		{ "route: scalar", "routes:\n  - example.org\n",
+		  "t.yaml:2:5: routes[0]: expected a mapping, got 'example.org'\n" },
+		{ "route: empty item", "routes:\n  -\n",
+		  "t.yaml:2:4: routes[0]: missing key 'domain'\n"
+		  "t.yaml:2:4: routes[0]: needs exactly one of mx, relay, maildir, discard\n" },
+		{ "route: missing domain", "routes:\n  - mx: true\n",
+		  "t.yaml:2:5: routes[0]: missing key 'domain'\n" },
+		{ "route: unknown key",
+		  "routes:\n  - domain: a.example\n    mx: true\n    prt: 25\n",
+		  "t.yaml:4:5: routes[0].prt: unknown key, did you mean 'port'?\n" },
+
+		/* routes: the kind */
+		{ "route: no kind", "routes:\n  - domain: example.org\n    tls: require\n",
+		  "t.yaml:2:5: routes[0]: needs exactly one of mx, relay, maildir, discard\n" },
+		{ "route: two kinds",
+		  "routes:\n  - domain: example.org\n    mx: true\n    relay: smtp.example.org\n",
+		  "t.yaml:4:5: routes[0].relay: exactly one of mx, relay, maildir, discard (mx is "
+		  "at line 3)\n" },
+		{ "route: three kinds, one false",
+		  "routes:\n  - {domain: a.example, discard: yes, maildir: /m, mx: no}\n",
+		  "t.yaml:2:39: routes[0].maildir: exactly one of mx, relay, maildir, discard "
+		  "(discard is at line 2)\n"
+		  "t.yaml:2:52: routes[0].mx: exactly one of mx, relay, maildir, discard (discard "
+		  "is at line 2)\n" },
+		{ "route: mx false", "routes:\n  - domain: \"*\"\n    mx: false\n",
+		  "t.yaml:3:9: routes[0].mx: must be true (it names the kind of route)\n" },
+		{ "route: discard no", "routes:\n  - domain: a.example\n    discard: NO\n",
+		  "t.yaml:3:14: routes[0].discard: must be true (it names the kind of route)\n" },
+		{ "route: not a boolean", "routes:\n  - domain: a.example\n    mx: maybe\n",
+		  "t.yaml:3:9: routes[0].mx: expected true or false, got 'maybe'\n" },
+		{ "route: boolean as 1", "routes:\n  - domain: a.example\n    discard: 1\n",
+		  "t.yaml:3:14: routes[0].discard: expected true or false, got '1'\n" },
+		{ "route: boolean nothing", "routes:\n  - domain: a.example\n    mx:\n",
+		  "t.yaml:3:8: routes[0].mx: expected true or false, got nothing\n" },
+		{ "route: boolean list", "routes:\n  - {domain: a.example, mx: [true]}\n",
+		  "t.yaml:2:29: routes[0].mx: expected true or false, got a list\n" },
+
+		/* routes: domain */
+		{ "route domain: wildcard", "routes:\n  - domain: '*.example.org'\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: bad route domain '*.example.org': write * alone "
+		  "for every domain, or .example.org for every subdomain of example.org\n" },
+		{ "route domain: bad name", "routes:\n  - domain: ex_ample.org\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: bad route domain 'ex_ample.org': only letters, "
+		  "digits, '-' and '.' are allowed\n" },
+		{ "route domain: dot", "routes:\n  - domain: .\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: bad route domain '.': empty\n" },
+		{ "route domain: two dots", "routes:\n  - domain: ..example.org\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: bad route domain '..example.org': empty "
+		  "label\n" },
+		{ "route domain: list", "routes:\n  - domain: [a]\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: expected a route domain, got a list\n" },
+		{ "route domain: empty", "routes:\n  - domain: ''\n    mx: true\n",
+		  "t.yaml:2:13: routes[0].domain: must not be empty\n" },
+		{ "route domain: duplicate",
+		  "routes:\n  - domain: Example.org\n    mx: true\n"
+		  "  - {domain: '*', mx: true}\n"
+		  "  - domain: example.ORG.\n    discard: true\n",
+		  "t.yaml:5:13: routes[2].domain: duplicate route domain 'example.org' (also at "
+		  "line 2)\n" },
+		{ "route domain: duplicate *",
+		  "routes:\n  - {domain: '*', mx: true}\n  - {domain: \"*\", discard: true}\n",
+		  "t.yaml:3:14: routes[1].domain: duplicate route domain '*' (also at line 2)\n" },
+		{ "route domain: subdomains and domain are different",
+		  "routes:\n  - {domain: .a.example, mx: true}\n  - {domain: a.example, mx: true}\n"
+		  "  - {domain: .a.example, mx: true}\n",
+		  "t.yaml:4:14: routes[2].domain: duplicate route domain '.a.example' (also at "
+		  "line 2)\n" },
+
+		/* routes: relay */
+		{ "relay: port 0", "routes:\n  - {domain: a.example, relay: smtp.example.net:0}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address 'smtp.example.net:0': port out "
+		  "of range, must be 1 to 65535\n" },
+		{ "relay: port too big",
+		  "routes:\n  - {domain: a.example, relay: 192.0.2.1:65536}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '192.0.2.1:65536': port out of "
+		  "range, must be 1 to 65535\n" },
+		{ "relay: no port after :", "routes:\n  - {domain: a.example, relay: 'smtp.a:'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address 'smtp.a:': missing port\n" },
+		{ "relay: port by name", "routes:\n  - {domain: a.example, relay: 'smtp.a:smtp'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address 'smtp.a:smtp': the port is not "
+		  "a number\n" },
+		{ "relay: v6 without brackets",
+		  "routes:\n  - {domain: a.example, relay: '::1:25'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '::1:25': an IPv6 address needs "
+		  "brackets, as in [::1]\n" },
+		{ "relay: unclosed bracket", "routes:\n  - {domain: a.example, relay: '[::1'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '[::1': missing ']'\n" },
+		{ "relay: junk after bracket",
+		  "routes:\n  - {domain: a.example, relay: '[::1]x'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '[::1]x': expected ':' and a "
+		  "port after ']'\n" },
+		{ "relay: v4 in brackets",
+		  "routes:\n  - {domain: a.example, relay: '[192.0.2.1]'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '[192.0.2.1]': not a numeric "
+		  "IPv6 address\n" },
+		{ "relay: bad name", "routes:\n  - {domain: a.example, relay: 'smtp_1.a:25'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address 'smtp_1.a:25': only letters, "
+		  "digits, '-' and '.' are allowed\n" },
+		{ "relay: bad IPv4", "routes:\n  - {domain: a.example, relay: 300.1.1.1}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '300.1.1.1': the last label is "
+		  "all digits\n" },
+		{ "relay: no host", "routes:\n  - {domain: a.example, relay: ':25'}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address ':25': missing host\n" },
+		{ "relay: empty", "routes:\n  - {domain: a.example, relay: ''}\n",
+		  "t.yaml:2:32: routes[0].relay: bad relay address '': missing host\n" },
+		{ "relay: nothing", "routes:\n  - {domain: a.example, relay: }\n",
+		  "t.yaml:2:32: routes[0].relay: expected a relay address, got nothing\n" },
+
+		/* routes: maildir */
+		{ "maildir: unknown escape", "routes:\n  - {domain: a.example, maildir: /m/%x}\n",
+		  "t.yaml:2:34: routes[0].maildir: bad maildir template '/m/%x': only %u, %d and "
+		  "%% may follow a '%'\n" },
+		{ "maildir: % at the end", "routes:\n  - {domain: a.example, maildir: '/m/%u%'}\n",
+		  "t.yaml:2:34: routes[0].maildir: bad maildir template '/m/%u%': only %u, %d and "
+		  "%% may follow a '%'\n" },
+		{ "maildir: %U", "routes:\n  - {domain: a.example, maildir: /m/%U}\n",
+		  "t.yaml:2:34: routes[0].maildir: bad maildir template '/m/%U': only %u, %d and "
+		  "%% may follow a '%'\n" },
+		{ "maildir: empty", "routes:\n  - {domain: a.example, maildir: ''}\n",
+		  "t.yaml:2:34: routes[0].maildir: must not be empty\n" },
+
+		/* routes: options per kind, in file order */
+		{ "options on a maildir route",
+		  "routes:\n  - domain: localhost\n    maildir: /m\n    tls: require\n"
+		  "    ca_file: /ca.pem\n    auth: {user: u, password_file: /p}\n    port: 25\n",
+		  "t.yaml:4:5: routes[0].tls: only on relay or mx routes\n"
+		  "t.yaml:5:5: routes[0].ca_file: only on relay or mx routes\n"
+		  "t.yaml:6:5: routes[0].auth: only on relay routes\n"
+		  "t.yaml:7:5: routes[0].port: only on mx routes (a relay's port goes in relay: "
+		  "host:port)\n" },
+		{ "tls on a discard route",
+		  "routes:\n  - {domain: a.example, discard: true, tls: none}\n",
+		  "t.yaml:2:40: routes[0].tls: only on relay or mx routes\n" },
+		{ "auth on an mx route",
+		  "routes:\n  - domain: '*'\n    mx: true\n    tls: require\n    ca_file: /ca\n"
+		  "    auth: {user: u, password_file: /p}\n",
+		  "t.yaml:6:5: routes[0].auth: only on relay routes\n" },
+		{ "port on a relay route",
+		  "routes:\n  - {domain: a.example, relay: smtp.a.example, port: 587}\n",
+		  "t.yaml:2:48: routes[0].port: only on mx routes (a relay's port goes in relay: "
+		  "host:port)\n" },
+		{ "port: 0", "routes:\n  - {domain: '*', mx: true, port: 0}\n",
+		  "t.yaml:2:35: routes[0].port: must not be 0\n" },
+		{ "port: too big", "routes:\n  - {domain: '*', mx: true, port: 65536}\n",
+		  "t.yaml:2:35: routes[0].port: must be at most 65535, got '65536'\n" },
+		{ "tls: unknown", "routes:\n  - {domain: '*', mx: true, tls: yes}\n",
+		  "t.yaml:2:34: routes[0].tls: unknown value 'yes' (expected none, opportunistic "
+		  "or "
+		  "require)\n" },
+		{ "auth: no password_file",
+		  "routes:\n  - domain: a.example\n    relay: smtp.a.example\n    auth: {user: "
+		  "u}\n",
+		  "t.yaml:4:11: routes[0].auth: missing key 'password_file'\n" },
+		{ "auth: nothing",
+		  "routes:\n  - domain: a.example\n    relay: smtp.a.example\n    auth:\n",
+		  "t.yaml:4:10: routes[0].auth: missing key 'user'\n"
+		  "t.yaml:4:10: routes[0].auth: missing key 'password_file'\n" },
+		{ "auth: scalar",
+		  "routes:\n  - domain: a.example\n    relay: smtp.a.example\n    auth: u:p\n",
+		  "t.yaml:4:11: routes[0].auth: expected a mapping, got 'u:p'\n" },
+		{ "auth: unknown key",
+		  "routes:\n  - domain: a.example\n    relay: smtp.a.example\n"
+		  "    auth: {user: u, password_file: /p, pasword: x}\n",
+		  "t.yaml:4:40: routes[0].auth.pasword: unknown key\n" },
+		{ "auth: empty user",
+		  "routes:\n  - domain: a.example\n    relay: smtp.a.example\n"
+		  "    auth: {user: '', password_file: /p}\n",
+		  "t.yaml:4:18: routes[0].auth.user: must not be empty\n" },
+		{ "duplicate kind key",
+		  "routes:\n  - domain: a.example\n    mx: true\n    mx: true\n",
+		  "t.yaml:4:5: routes[0].mx: duplicate key (first at line 3)\n" },
+
+		/* queue: */
+		{ "queue: list", "queue: [1m]\n",
+		  "t.yaml:1:8: queue: expected a mapping, got a list\n" },
+		{ "queue: unknown key", "queue:\n  retri: [1m]\n",
+		  "t.yaml:2:3: queue.retri: unknown key, did you mean 'retry'?\n" },
+		{ "retry: empty", "queue:\n  retry: []\n",
+		  "t.yaml:2:10: queue.retry: must not be empty\n" },
+		{ "retry: scalar", "queue:\n  retry: 5m\n",
+		  "t.yaml:2:10: queue.retry: expected a list, got '5m'\n" },
+		{ "retry: nothing", "queue:\n  retry:\n",
+		  "t.yaml:2:9: queue.retry: expected a list, got nothing\n" },
+		{ "retry: bad steps", "queue:\n  retry: [1m, 0s, 5x, 0]\n",
+		  "t.yaml:2:15: queue.retry[1]: must not be 0\n"
+		  "t.yaml:2:19: queue.retry[2]: expected a duration such as 300s, 5m or 1h30m, got "
+		  "'5x'\n"
+		  "t.yaml:2:23: queue.retry[3]: must not be 0\n" },
+		{ "max_lifetime: below 1m", "queue:\n  max_lifetime: 59s\n",
+		  "t.yaml:2:17: queue.max_lifetime: must be at least 60 seconds (1m), got "
+		  "'59s'\n" },
+		{ "max_lifetime: 0", "queue:\n  max_lifetime: 0\n",
+		  "t.yaml:2:17: queue.max_lifetime: must be at least 60 seconds (1m), got '0'\n" },
+		{ "delay_warning: below 1m", "queue:\n  delay_warning: 30s\n",
+		  "t.yaml:2:18: queue.delay_warning: must be 0 or at least 60 seconds (1m), got "
+		  "'30s'\n" },
+		{ "delay_warning: not below max_lifetime", "queue:\n  delay_warning: 5d\n",
+		  "t.yaml:2:18: queue.delay_warning: must be shorter than max_lifetime (5d), got "
+		  "'5d'\n" },
+		{ "delay_warning: above max_lifetime",
+		  "queue:\n  max_lifetime: 1h\n  delay_warning: 1h30m\n",
+		  "t.yaml:3:18: queue.delay_warning: must be shorter than max_lifetime (1h), got "
+		  "'1h30m'\n" },
+		{ "max_lifetime: not above the default delay_warning",
+		  "queue:\n  max_lifetime: 2h\n",
+		  "t.yaml:2:17: queue.max_lifetime: must be longer than delay_warning (4h by "
+		  "default), got '2h'\n" },
+		{ "max_lifetime and delay_warning: bad ones are not compared",
+		  "queue:\n  max_lifetime: 1h\n  delay_warning: soon\n",
+		  "t.yaml:3:18: queue.delay_warning: expected a duration such as 300s, 5m or "
+		  "1h30m, got 'soon'\n" },
+		{ "concurrency: 0", "queue:\n  concurrency: 0\n  concurrency_per_destination: 0\n",
+		  "t.yaml:2:16: queue.concurrency: must not be 0\n"
+		  "t.yaml:3:32: queue.concurrency_per_destination: must not be 0\n" },
+		{ "concurrency: too many", "queue:\n  concurrency: 100001\n",
+		  "t.yaml:2:16: queue.concurrency: must be at most 100000, got '100001'\n" },
+		{ "per destination above the default concurrency",
+		  "queue:\n  concurrency_per_destination: 501\n",
+		  "t.yaml:2:32: queue.concurrency_per_destination: must be at most concurrency "
+		  "(500), got '501'\n" },
+		{ "per destination above concurrency",
+		  "queue:\n  concurrency_per_destination: 11\n  concurrency: 10\n",
+		  "t.yaml:2:32: queue.concurrency_per_destination: must be at most concurrency "
+		  "(10), got '11'\n" },
+		{ "per destination: a bad concurrency is not compared",
+		  "queue:\n  concurrency: many\n  concurrency_per_destination: 30\n",
+		  "t.yaml:2:16: queue.concurrency: expected a whole number, got 'many'\n" },
+
+		/* queue.priorities: */
+		{ "priorities: nothing", "queue:\n  priorities:\n",
+		  "t.yaml:2:14: queue.priorities: expected a list, got nothing (write [] for an "
+		  "empty list)\n" },
+		{ "priority: no domain", "queue:\n  priorities:\n    - {priority: high}\n",
+		  "t.yaml:3:7: queue.priorities[0]: needs sender_domain or recipient_domain (or "
+		  "both)\n" },
+		{ "priority: missing priority",
+		  "queue:\n  priorities:\n    - {sender_domain: a.example}\n",
+		  "t.yaml:3:7: queue.priorities[0]: missing key 'priority'\n" },
+		{ "priority: empty item", "queue:\n  priorities:\n    -\n",
+		  "t.yaml:3:6: queue.priorities[0]: missing key 'priority'\n"
+		  "t.yaml:3:6: queue.priorities[0]: needs sender_domain or recipient_domain (or "
+		  "both)\n" },
+		{ "priority: scalar item", "queue:\n  priorities:\n    - high\n",
+		  "t.yaml:3:7: queue.priorities[0]: expected a mapping, got 'high'\n" },
+		{ "priority: unknown name",
+		  "queue:\n  priorities:\n    - {sender_domain: a.example, priority: urgent}\n",
+		  "t.yaml:3:44: queue.priorities[0].priority: expected high, normal, low or a "
+		  "number from -100 to 100, got 'urgent'\n" },
+		{ "priority: case matters",
+		  "queue:\n  priorities:\n    - {sender_domain: a.example, priority: High}\n",
+		  "t.yaml:3:44: queue.priorities[0].priority: expected high, normal, low or a "
+		  "number from -100 to 100, got 'High'\n" },
+		{ "priority: out of range",
+		  "queue:\n  priorities:\n    - {sender_domain: a.example, priority: 101}\n"
+		  "    - {sender_domain: b.example, priority: -101}\n"
+		  "    - {sender_domain: c.example, priority: 99999999999999999999999}\n",
+		  "t.yaml:3:44: queue.priorities[0].priority: must be from -100 to 100, got "
+		  "'101'\n"
+		  "t.yaml:4:44: queue.priorities[1].priority: must be from -100 to 100, got "
+		  "'-101'\n"
+		  "t.yaml:5:44: queue.priorities[2].priority: must be from -100 to 100, got "
+		  "'99999999999999999999999'\n" },
+		{ "priority: fraction and signs",
+		  "queue:\n  priorities:\n    - {sender_domain: a.example, priority: 1.5}\n"
+		  "    - {sender_domain: b.example, priority: --1}\n",
+		  "t.yaml:3:44: queue.priorities[0].priority: expected high, normal, low or a "
+		  "number from -100 to 100, got '1.5'\n"
+		  "t.yaml:4:44: queue.priorities[1].priority: expected high, normal, low or a "
+		  "number from -100 to 100, got '--1'\n" },
+		{ "priority: bad domains",
+		  "queue:\n  priorities:\n"
+		  "    - {sender_domain: a_b.example, recipient_domain: .x.example, priority: 1}\n",
+		  "t.yaml:3:23: queue.priorities[0].sender_domain: bad domain name 'a_b.example': "
+		  "only letters, digits, '-' and '.' are allowed\n"
+		  "t.yaml:3:54: queue.priorities[0].recipient_domain: bad domain name "
+		  "'.x.example': empty label\n" },
+
+		/* dns: */
+		{ "dns: scalar", "dns: 127.0.0.1\n",
+		  "t.yaml:1:6: dns: expected a mapping, got '127.0.0.1'\n" },
+		{ "dns: misspelt key", "dns:\n  nameserver: [127.0.0.1]\n",
+		  "t.yaml:2:3: dns.nameserver: unknown key, did you mean 'nameservers'?\n" },
+		{ "nameservers: empty", "dns:\n  nameservers: []\n",
+		  "t.yaml:2:16: dns.nameservers: must not be empty\n" },
+		{ "nameservers: scalar", "dns:\n  nameservers: 127.0.0.1\n",
+		  "t.yaml:2:16: dns.nameservers: expected a list, got '127.0.0.1'\n" },
+		{ "nameservers: nothing", "dns:\n  nameservers:\n",
+		  "t.yaml:2:15: dns.nameservers: expected a list, got nothing\n" },
+		{ "nameservers: bad ones",
+		  "dns:\n  nameservers:\n    - localhost\n    - '::1'\n    - '[::1]:0'\n"
+		  "    - 127.0.0.1:99999\n    - '[::g]'\n    - '*'\n    - [1]\n    - 127.0.0.1\n",
+		  "t.yaml:3:7: dns.nameservers[0]: bad nameserver address 'localhost': not a "
+		  "numeric IPv4 address, names are not resolved\n"
+		  "t.yaml:4:7: dns.nameservers[1]: bad nameserver address '::1': an IPv6 address "
+		  "needs brackets, as in [::1]\n"
+		  "t.yaml:5:7: dns.nameservers[2]: bad nameserver address '[::1]:0': port out of "
+		  "range, must be 1 to 65535\n"
+		  "t.yaml:6:7: dns.nameservers[3]: bad nameserver address '127.0.0.1:99999': port "
+		  "out of range, must be 1 to 65535\n"
+		  "t.yaml:7:7: dns.nameservers[4]: bad nameserver address '[::g]': not a numeric "
+		  "IPv6 address\n"
+		  "t.yaml:8:7: dns.nameservers[5]: bad nameserver address '*': not a numeric IPv4 "
+		  "address, names are not resolved\n"
+		  "t.yaml:9:7: dns.nameservers[6]: expected a nameserver address, got a list\n" },
+	};
+	char *errors;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		errors = test_config_fail(cases[i].yaml);
+		cr_expect_str_eq(errors, cases[i].errors, "%s:\n--- got:\n%s--- want:\n%s",
+		                 cases[i].what, errors, cases[i].errors);
+		free(errors);
+	}
+}
+
+Test(config, errors_file_routes_queue_dns)
+{
+	struct petrel_config *cfg = NULL;
+	char *errors = NULL;
+
+#define F TEST_DATA_DIR "/config_errors_routes.yaml"
+	cr_assert_eq(config_load(F, &cfg, &errors), -1);
+	cr_expect_null(cfg);
+	cr_expect_str_eq(errors, F
+	                 ":5:14: routes[0].maildir: bad maildir template './var/mail/%x': only "
+	                 "%u, %d and %% may follow a '%'\n" F
+	                 ":6:5: routes[0].tls: only on relay or mx routes\n" F
+	                 ":8:12: routes[1].relay: bad relay address 'smtp.example.net:0': port "
+	                 "out of range, must be 1 to 65535\n" F
+	                 ":9:5: routes[1].mx: exactly one of mx, relay, maildir, discard (relay "
+	                 "is at line 8)\n" F
+	                 ":11:14: routes[2].discard: must be true (it names the kind of route)\n" F
+	                 ":10:13: routes[2].domain: duplicate route domain 'localhost' (also at "
+	                 "line 4)\n" F ":12:5: routes[3]: missing key 'domain'\n" F
+	                 ":13:5: routes[3].port: only on mx routes (a relay's port goes in relay: "
+	                 "host:port)\n" F ":15:15: queue.retry[1]: must not be 0\n" F
+	                 ":16:17: queue.max_lifetime: must be at least 60 seconds (1m), got "
+	                 "'30s'\n" F
+	                 ":20:7: queue.priorities[0]: needs sender_domain or recipient_domain (or "
+	                 "both)\n" F
+	                 ":21:47: queue.priorities[1].priority: must be from -100 to 100, got "
+	                 "'101'\n" F
+	                 ":18:32: queue.concurrency_per_destination: must be at most concurrency "
+	                 "(10), got '11'\n" F
+	                 ":23:33: dns.nameservers[1]: bad nameserver address 'localhost': not a "
+	                 "numeric IPv4 address, names are not resolved\n");
+#undef F
 	free(errors);
 }
 

@@ -1,0 +1,1338 @@
+/*
+ * scheduler.c: what happens to a message after its 250 (see scheduler.h).
+ *
+ * Units. A message's recipients are grouped by destination domain into delivery units; a unit
+ * is what the heap (queue.c) orders and what one SMTP transaction or one Maildir job carries.
+ * When the recipients of a unit meet different fates, the ones to retry form the unit again
+ * (fewer recipients, next attempt later); the others are finished for good.
+ *
+ * Destinations. Units for the same next hop ("mx:example.com", "relay:host:port") share a
+ * destination: it caps how many are in flight (queue.concurrency_per_destination), keeps the
+ * units that wait for a slot, and keeps idle SMTP connections for reuse: a connection that
+ * finishes a transaction takes the next waiting unit of its destination at once.
+ *
+ * State on disk. A recipient's final state (delivered, bounced, expired) and a deferral are
+ * appended to the spool's state journal (state/<id>), so a restart neither forgets nor repeats
+ * anyone; when every recipient is final the message leaves the spool. Journal lines:
+ *   "<rcpt-index> delivered|bounced|expired <unix-time>"
+ *   "<rcpt-index> deferred <unix-time> <attempts> <next-attempt-unix-time>"
+ *   "- warned <unix-time>"          (the "delayed" DSN was sent)
+ *
+ * Start reading at scheduler_kick(): pop due units, dispatch them by route.
+ */
+#include "petrel/scheduler.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+#include "petrel/bounce.h"
+#include "petrel/delivery/maildir.h"
+#include "petrel/delivery/smtp_client.h"
+#include "petrel/dns.h"
+#include "petrel/log.h"
+#include "petrel/message.h"
+#include "petrel/queue.h"
+#include "petrel/spool.h"
+#include "petrel/worker.h"
+
+#define SCHED_HOPS_MAX        50            /* Received: headers before we call it a loop */
+#define SCHED_HEADER_READ     (64 * 1024)   /* bytes of a message read to count hops */
+#define SCHED_TARGETS_MAX     32            /* addresses tried per delivery attempt */
+#define SCHED_DSN_FULL_MAX    (1024 * 1024) /* RET=FULL: embed at most this much */
+#define SCHED_DEST_BUCKETS    1024
+#define SCHED_MAILDIR_THREADS 2
+#define SCHED_DSN_WAIT        4 /* DSN commits a message waits for at once */
+
+enum sched_rcpt_state {
+	RS_PENDING = 0,
+	RS_DELIVERED,
+	RS_BOUNCED,
+	RS_EXPIRED,
+};
+
+struct sched_msg {
+	struct sched_msg *prev, *next; /* all messages */
+	struct message *msg;           /* envelope; owned */
+	uint8_t *state;                /* enum sched_rcpt_state per recipient */
+	char **diag;                   /* last temporary error per recipient, or NULL */
+	unsigned npending;             /* recipients not final */
+	unsigned nunits;               /* units alive */
+	int priority;
+	bool warned; /* the "delayed" DSN went out */
+	bool loop;   /* too many Received: headers */
+	uint64_t expires_ms;
+	struct scheduler *sched;
+	/* DSNs about this message not yet committed: it stays in the spool until they are, so a
+	 * crash cannot lose both the message and its bounce. */
+	struct {
+		struct spool_job *job;
+		char id[MESSAGE_ID_LEN + 1];
+	} dsn[SCHED_DSN_WAIT];
+	unsigned ndsn;
+};
+
+struct sched_unit {
+	struct queue_item qi;           /* must stay first: heap items are units */
+	struct sched_unit *prev, *next; /* all units */
+	struct sched_unit *wait_next;   /* in its destination's wait list */
+	struct scheduler *sched;
+	struct sched_msg *m;
+	char *domain;    /* lower case */
+	unsigned *rcpts; /* indexes into m->msg->rcpts */
+	size_t nrcpts;
+	unsigned attempts; /* failed attempts so far */
+	const struct config_route *route;
+	struct sched_dest *dest; /* while waiting for or holding a slot */
+	struct dns_req *dns;     /* while resolving */
+	struct smtp_txn txn;     /* while delivering */
+	struct smtp_txn_rcpt *txn_rcpts;
+	bool inflight;
+};
+
+struct sched_conn {
+	struct sched_conn *prev, *next; /* all connections */
+	struct sched_conn *idle_next;   /* in its destination's idle list */
+	struct scheduler *sched;
+	struct sched_dest *dest;
+	struct smtp_client *client;
+	struct sched_unit *unit; /* transaction under way, or NULL when idle */
+	bool idle;
+};
+
+struct sched_dest {
+	struct sched_dest *next; /* hash chain */
+	char *key;
+	unsigned port;
+	unsigned inflight;
+	bool pumping;
+	struct sched_unit *wait_head, **wait_tail;
+	struct sched_conn *idle;
+};
+
+struct scheduler {
+	struct event_base *base;
+	const struct petrel_config *cfg;
+	struct spool *spool;
+	struct dns *dns;
+	struct worker_pool *workers;
+	struct event *timer;
+	struct queue heap;
+	struct sched_msg *msgs;
+	struct sched_unit *units;
+	struct sched_conn *conns;
+	struct sched_dest *dests[SCHED_DEST_BUCKETS];	unsigned inflight;
+	bool kicking;
+	bool closing;
+	void (*drained_cb)(void *arg); /* shutdown: called when nothing is in flight */
+	void *drained_arg;
+	struct scheduler_stats stats;
+};
+
+static void scheduler_kick(struct scheduler *s);
+static void sched_unit_done(struct sched_unit *u);
+static void sched_dest_pump(struct scheduler *s, struct sched_dest *d);
+
+static uint64_t
+sched_now_ms(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/* ---- messages ---- */
+
+static const char *
+sched_domain_of(const struct scheduler *s, const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+
+	if (at != NULL)
+		return at + 1;
+	/* <postmaster> without a domain: ours. */
+	return s->cfg->nlocal_domains > 0 ? s->cfg->local_domains[0] : s->cfg->hostname;
+}
+
+int
+scheduler_priority(const struct petrel_config *cfg, const struct message *msg)
+{
+	const char *rdomains[64];
+	const char *at = msg->from ? strrchr(msg->from, '@') : NULL;
+	size_t i, n = 0;
+	uint64_t size = msg->data_len;
+	int bonus = size < 64 * 1024 ? 2 : size < 1024 * 1024 ? 1 : 0;
+
+	for (i = 0; i < msg->nrcpts && n < 64; i++) {
+		const char *rat = strrchr(msg->rcpts[i].addr, '@');
+		if (rat)
+			rdomains[n++] = rat + 1;
+	}
+	return config_priority_for(cfg, at ? at + 1 : "", rdomains, n) * 4 + bonus;
+}
+
+/* Count the Received: lines of the header section (loop detection, RFC 5321 §6.3). */
+static unsigned
+sched_count_hops(struct scheduler *s, const struct message *msg)
+{
+	char *buf;
+	ssize_t n;
+	unsigned hops = 0;
+	size_t i, len;
+	int fd;
+
+	if ((fd = spool_open_data(s->spool, msg->id)) == -1)
+		return 0;
+	len = msg->data_len < SCHED_HEADER_READ ? (size_t)msg->data_len : SCHED_HEADER_READ;
+	if ((buf = malloc(len + 1)) == NULL) {
+		close(fd);
+		return 0;
+	}
+	n = pread(fd, buf, len, (off_t)msg->data_offset);
+	close(fd);
+	for (i = 0; n > 0 && i < (size_t)n; i++) {
+		if (i != 0 && buf[i - 1] != '\n')
+			continue;
+		if (buf[i] == '\r' || buf[i] == '\n')
+			break; /* end of the header section */
+		if ((size_t)n - i >= 9 && strncasecmp(buf + i, "Received:", 9) == 0)
+			hops++;
+	}
+	free(buf);
+	return hops;
+}
+
+static struct sched_msg *
+sched_msg_new(struct scheduler *s, struct message *msg)
+{
+	struct sched_msg *m;
+
+	if ((m = calloc(1, sizeof(*m))) == NULL)
+		return NULL;
+	m->state = calloc(msg->nrcpts, sizeof(*m->state));
+	m->diag = calloc(msg->nrcpts, sizeof(*m->diag));
+	if (m->state == NULL || m->diag == NULL) {
+		free(m->state);
+		free(m->diag);
+		free(m);
+		return NULL;
+	}
+	m->msg = msg;
+	m->sched = s;
+	m->npending = (unsigned)msg->nrcpts;
+	m->priority = scheduler_priority(s->cfg, msg);
+	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->cfg->max_lifetime) * 1000u;
+	m->loop = sched_count_hops(s, msg) > SCHED_HOPS_MAX;
+	m->next = s->msgs;
+	if (s->msgs)
+		s->msgs->prev = m;
+	s->msgs = m;
+	s->stats.queued++;
+	return m;
+}
+
+static void
+sched_msg_free(struct scheduler *s, struct sched_msg *m)
+{
+	size_t i;
+	for (i = 0; i < m->ndsn; i++)
+		spool_job_cancel(m->dsn[i].job);
+	if (m->prev)
+		m->prev->next = m->next;
+	else
+		s->msgs = m->next;
+	if (m->next)
+		m->next->prev = m->prev;
+	for (i = 0; i < m->msg->nrcpts; i++)
+		free(m->diag[i]);
+	free(m->diag);
+	free(m->state);
+	message_free(m->msg);
+	free(m);
+	s->stats.queued--;
+}
+
+/* Every recipient is final, no unit and no DSN commit is left: the message leaves the spool. */
+static void
+sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
+{
+	if (m->npending != 0 || m->nunits != 0 || m->ndsn != 0)
+		return;
+	log_info("%s removed (every recipient done)", m->msg->id);
+	spool_remove(s->spool, m->msg->id);
+	sched_msg_free(s, m);
+}
+
+/* Append the journal lines collected in jb to state/<id>, in one write. */
+static void
+sched_journal_flush(struct scheduler *s, struct sched_msg *m, FILE *jb, char **buf, size_t *len)
+{
+	fflush(jb);
+	if (*len == 0)
+		return;
+	if (spool_state_append(s->spool, m->msg->id, *buf, *len) == -1)
+		log_error("%s journal write failed error=\"%s\"", m->msg->id, strerror(errno));
+}
+
+/* ---- units ---- */
+
+static struct sched_unit *
+sched_unit_new(struct scheduler *s, struct sched_msg *m, const char *domain, size_t cap)
+{
+	struct sched_unit *u;
+
+	if ((u = calloc(1, sizeof(*u))) == NULL)
+		return NULL;
+	u->rcpts = calloc(cap ? cap : 1, sizeof(*u->rcpts));
+	u->domain = strdup(domain);
+	if (u->rcpts == NULL || u->domain == NULL) {
+		free(u->rcpts);
+		free(u->domain);
+		free(u);
+		return NULL;
+	}
+	for (char *p = u->domain; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	u->qi.index = QUEUE_NOT_QUEUED;
+	u->sched = s;
+	u->m = m;
+	u->txn.fd = -1;
+	m->nunits++;
+	u->next = s->units;
+	if (s->units)
+		s->units->prev = u;
+	s->units = u;
+	return u;
+}
+
+static void
+sched_unit_free(struct scheduler *s, struct sched_unit *u)
+{
+	if (u->prev)
+		u->prev->next = u->next;
+	else
+		s->units = u->next;
+	if (u->next)
+		u->next->prev = u->prev;
+	queue_remove(&s->heap, &u->qi);
+	if (u->txn.fd >= 0)
+		close(u->txn.fd);
+	u->m->nunits--;
+	free(u->txn_rcpts);
+	free(u->rcpts);
+	free(u->domain);
+	free(u);
+}
+
+static void
+sched_unit_schedule(struct scheduler *s, struct sched_unit *u, uint64_t when)
+{
+	u->qi.when = when;
+	u->qi.priority = u->m->priority;
+	if (queue_push(&s->heap, &u->qi) == -1)
+		log_error("%s queue push failed (out of memory): retried at restart",
+		          u->m->msg->id);
+}
+
+/* Group the pending recipients of m by domain into units due at `when`. */
+static void
+sched_msg_schedule(struct scheduler *s, struct sched_msg *m, uint64_t when,
+                   const unsigned *attempts)
+{
+	const struct message *msg = m->msg;
+	bool *taken = calloc(msg->nrcpts, sizeof(bool));
+	size_t i, j;
+
+	if (taken == NULL) {
+		log_error("%s out of memory: retried at restart", msg->id);
+		return;
+	}
+	for (i = 0; i < msg->nrcpts; i++) {
+		const char *dom = sched_domain_of(s, msg->rcpts[i].addr);
+		struct sched_unit *u;
+
+		if (taken[i] || m->state[i] != RS_PENDING)
+			continue;
+		if ((u = sched_unit_new(s, m, dom, msg->nrcpts - i)) == NULL)
+			break;
+		for (j = i; j < msg->nrcpts; j++) {
+			if (taken[j] || m->state[j] != RS_PENDING ||
+			    strcasecmp(sched_domain_of(s, msg->rcpts[j].addr), dom) != 0)
+				continue;
+			taken[j] = true;
+			u->rcpts[u->nrcpts++] = (unsigned)j;
+			if (attempts && attempts[j] > u->attempts)
+				u->attempts = attempts[j];
+		}
+		sched_unit_schedule(s, u, when);
+	}
+	free(taken);
+}
+
+/* ---- results ---- */
+
+static void
+sched_result(struct sched_unit *u, size_t i, unsigned code, const char *status, const char *text)
+{
+	struct smtp_txn_rcpt *r = &u->txn_rcpts[i];
+
+	r->code = code;
+	snprintf(r->status, sizeof(r->status), "%s", status);
+	snprintf(r->text, sizeof(r->text), "%s", text);
+}
+
+/* Every recipient of the unit gets the same result, and the unit is finished. */
+static void
+sched_unit_fail_all(struct sched_unit *u, unsigned code, const char *status, const char *text)
+{
+	size_t i;
+
+	for (i = 0; i < u->nrcpts; i++)
+		sched_result(u, i, code, status, text);
+	sched_unit_done(u);
+}
+
+/* Read the original for a DSN: the header section (RET=HDRS) or all of it up to a bound. */
+static char *
+sched_read_original(struct scheduler *s, struct sched_msg *m, size_t *len)
+{
+	size_t want = m->msg->ret == SMTP_DSN_RET_FULL ? SCHED_DSN_FULL_MAX : SCHED_HEADER_READ;
+	char *buf;
+	ssize_t n;
+	int fd;
+
+	*len = 0;
+	if (want > m->msg->data_len)
+		want = (size_t)m->msg->data_len;
+	if ((fd = spool_open_data(s->spool, m->msg->id)) == -1)
+		return NULL;
+	if ((buf = malloc(want + 1)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	n = pread(fd, buf, want, (off_t)m->msg->data_offset);
+	close(fd);
+	if (n < 0) {
+		free(buf);
+		return NULL;
+	}
+	*len = (size_t)n;
+	return buf;
+}
+
+static void
+sched_dsn_committed(void *arg, const char *id, bool ok)
+{
+	struct sched_msg *m = arg;
+	unsigned i;
+
+	for (i = 0; i < m->ndsn; i++)
+		if (strcmp(m->dsn[i].id, id) == 0) {
+			m->dsn[i] = m->dsn[--m->ndsn];
+			break;
+		}
+	if (!ok)
+		log_error("%s dsn id=%s could not be spooled: the sender is not notified",
+		          m->msg->id, id);
+	sched_msg_maybe_remove(m->sched, m);
+}
+
+/* Spool a DSN about some recipients of m to its sender (never for the null sender). */
+static void
+sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcpt *rcpts, size_t n)
+{
+	struct bounce_info info;
+	struct message *dsn = NULL;
+	struct spool_job *job;
+	char *orig = NULL, id[MESSAGE_ID_LEN + 1];
+	size_t orig_len = 0;
+
+	if (n == 0 || m->msg->from == NULL || m->msg->from[0] == '\0')
+		return;
+	memset(&info, 0, sizeof(info));
+	orig = sched_read_original(s, m, &orig_len);
+	info.reporting_mta = s->cfg->hostname;
+	info.message_id_domain = s->cfg->hostname;
+	info.orig_id = m->msg->id;
+	info.orig_sender = m->msg->from;
+	info.envid = m->msg->envid;
+	info.ret = m->msg->ret;
+	info.arrival = m->msg->arrival.tv_sec;
+	info.now = time(NULL);
+	info.rcpts = rcpts;
+	info.nrcpts = n;
+	info.orig = orig ? orig : "";
+	info.orig_len = orig_len;
+	info.max_orig_len = SCHED_DSN_FULL_MAX;
+	if ((dsn = message_new()) == NULL || message_set_from(dsn, "") == -1 ||
+	    message_set_helo(dsn, s->cfg->hostname, strlen(s->cfg->hostname)) == -1 ||
+	    message_add_rcpt(dsn, m->msg->from, SMTP_DSN_NOTIFY_NEVER, NULL) == -1 ||
+	    bounce_build(dsn->body, &info) == -1) {
+		log_error("%s dsn failed: out of memory", m->msg->id);
+		message_free(dsn);
+		free(orig);
+		return;
+	}
+	free(orig);
+	dsn->protocol = "local";
+	snprintf(dsn->client_addr, sizeof(dsn->client_addr), "local");
+	dsn->body_size = evbuffer_get_length(dsn->body);
+	log_info("%s dsn id=%s to=<%s> action=%s nrcpt=%zu", m->msg->id, dsn->id, m->msg->from,
+	         rcpts[0].action == BOUNCE_DELAYED ? "delayed" : "failed", n);
+	if (spool_msg_begin(s->spool, dsn, "", 0) == -1) {
+		log_error("%s dsn spool failed error=\"%s\"", m->msg->id, strerror(errno));
+		spool_msg_abort(s->spool, dsn);
+		return;
+	}
+	s->stats.dsns++;
+	snprintf(id, sizeof(id), "%s", dsn->id);
+	/* The queue hook takes the DSN from there; we only wait for it to be on disk. */
+	job = spool_msg_commit(s->spool, dsn, m->ndsn < SCHED_DSN_WAIT ? sched_dsn_committed : NULL,
+	                       m);
+	if (job != NULL && m->ndsn < SCHED_DSN_WAIT) {
+		m->dsn[m->ndsn].job = job;
+		memcpy(m->dsn[m->ndsn].id, id, sizeof(id));
+		m->ndsn++;
+	}
+}
+
+static void
+sched_log_result(struct sched_unit *u, size_t i, const char *what)
+{
+	const struct smtp_txn_rcpt *r = &u->txn_rcpts[i];
+	const char *route = u->route == NULL                         ? "none"
+	                    : u->route->kind == CONFIG_ROUTE_MX      ? "mx"
+	                    : u->route->kind == CONFIG_ROUTE_RELAY   ? "relay"
+	                    : u->route->kind == CONFIG_ROUTE_MAILDIR ? "maildir"
+	                                                             : "discard";
+	char text[300];
+
+	log_info("%s delivery to=<%s> route=%s relay=%s status=%s dsn=%s attempt=%u reply=\"%s\"",
+	         u->m->msg->id, u->m->msg->rcpts[u->rcpts[i]].addr, route,
+	         u->txn.remote[0] ? u->txn.remote : "-", what, r->status, u->attempts + 1,
+	         log_escape(text, sizeof(text), r->text, strlen(r->text)));
+}
+
+/*
+ * A unit's attempt is over: every recipient has a code. Finish the final ones, schedule the
+ * rest again (or expire them), send DSNs, and drop the message when nobody is left.
+ */
+static void
+sched_unit_done(struct sched_unit *u)
+{
+	struct scheduler *s = u->sched;
+	struct sched_msg *m = u->m;
+	const struct message *msg = m->msg;
+	struct sched_dest *d = u->dest;
+	struct bounce_rcpt *fails = calloc(u->nrcpts, sizeof(*fails));
+	struct bounce_rcpt *delays = calloc(u->nrcpts, sizeof(*delays));
+	size_t i, nfail = 0, ndelay = 0, nretry = 0;
+	uint64_t now = sched_now_ms();
+	time_t now_s = (time_t)(now / 1000);
+	bool expired = now >= m->expires_ms;
+	char *jbuf = NULL;
+	size_t jlen = 0;
+	FILE *jb = open_memstream(&jbuf, &jlen); /* journal lines of this attempt */
+
+	if (jb == NULL || fails == NULL || delays == NULL) {
+		/* Out of memory: try this unit again in a minute, nothing lost. */
+		if (jb)
+			fclose(jb);
+		free(jbuf);
+		free(fails);
+		free(delays);
+		if (u->inflight) {
+			u->inflight = false;
+			s->inflight--;
+			if (d)
+				d->inflight--;
+		}
+		u->dest = NULL;
+		sched_unit_schedule(s, u, sched_now_ms() + 60000);
+		return;
+	}
+
+	if (u->inflight) {
+		u->inflight = false;
+		s->inflight--;
+		if (d)
+			d->inflight--;
+	}
+	u->dest = NULL;
+	if (u->txn.fd >= 0) {
+		close(u->txn.fd);
+		u->txn.fd = -1;
+	}
+	for (i = 0; i < u->nrcpts; i++) {
+		unsigned idx = u->rcpts[i];
+		struct smtp_txn_rcpt *r = &u->txn_rcpts[i];
+		const struct message_rcpt *mr = &msg->rcpts[idx];
+		unsigned cls = r->code / 100;
+		struct bounce_rcpt *b = NULL;
+
+		if (cls == 2) {
+			m->state[idx] = RS_DELIVERED;
+			s->stats.delivered++;
+			sched_log_result(u, i, "sent");
+			fprintf(jb, "%u delivered %lld\n", idx, (long long)now_s);
+		} else if (cls == 5) {
+			m->state[idx] = RS_BOUNCED;
+			s->stats.bounced++;
+			sched_log_result(u, i, "bounced");
+			fprintf(jb, "%u bounced %lld\n", idx, (long long)now_s);
+			if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
+				b = &fails[nfail++];
+		} else {
+			free(m->diag[idx]);
+			m->diag[idx] = strdup(r->text);
+			s->stats.deferred++;
+			if (expired) {
+				m->state[idx] = RS_EXPIRED;
+				s->stats.expired++;
+				snprintf(r->status, sizeof(r->status), "4.4.7");
+				sched_log_result(u, i, "expired");
+				fprintf(jb, "%u expired %lld\n", idx, (long long)now_s);
+				if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
+					b = &fails[nfail++];
+			} else {
+				sched_log_result(u, i, "deferred");
+				u->rcpts[nretry++] = idx;
+				if (s->cfg->delay_warning && !m->warned &&
+				    now_s - msg->arrival.tv_sec >= (time_t)s->cfg->delay_warning &&
+				    bounce_wanted(msg->from, mr->notify, BOUNCE_DELAYED)) {
+					struct bounce_rcpt *dl = &delays[ndelay++];
+					dl->addr = mr->addr;
+					dl->orcpt = mr->orcpt;
+					dl->action = BOUNCE_DELAYED;
+					dl->status = r->status;
+					dl->remote_mta = u->txn.remote[0] ? u->txn.remote : NULL;
+					dl->diagnostic = r->text;
+					dl->last_attempt = now_s;
+					dl->will_retry_until = (time_t)(m->expires_ms / 1000);
+				}
+			}
+		}
+		if (m->state[idx] != RS_PENDING)
+			m->npending--;
+		if (b != NULL) {
+			b->addr = mr->addr;
+			b->orcpt = mr->orcpt;
+			b->action = BOUNCE_FAILED;
+			b->status = r->status;
+			b->remote_mta = u->txn.remote[0] ? u->txn.remote : NULL;
+			b->diagnostic = r->text;
+			b->last_attempt = now_s;
+		}
+	}
+	if (nfail > 0)
+		sched_send_dsn(s, m, fails, nfail);
+	if (ndelay > 0) {
+		sched_send_dsn(s, m, delays, ndelay);
+		m->warned = true;
+		fprintf(jb, "- warned %lld\n", (long long)now_s);
+	}
+	free(fails);
+	free(delays);
+	free(u->txn_rcpts);
+	u->txn_rcpts = NULL;
+	if (nretry > 0) {
+		unsigned delay;
+
+		u->nrcpts = nretry;
+		u->attempts++;
+		delay = queue_retry_delay(s->cfg->retry, s->cfg->nretry, u->attempts);
+		for (i = 0; i < nretry; i++)
+			fprintf(jb, "%u deferred %lld %u %lld\n", u->rcpts[i], (long long)now_s,
+			        u->attempts, (long long)now_s + delay);
+		sched_unit_schedule(s, u, now + (uint64_t)delay * 1000u);
+	} else {
+		sched_unit_free(s, u);
+	} /* A message that leaves the spool now needs no journal; one that stays keeps its story.
+	   */
+	if (!(m->npending == 0 && m->nunits == 0 && m->ndsn == 0))
+		sched_journal_flush(s, m, jb, &jbuf, &jlen);
+	fclose(jb);
+	free(jbuf);
+	sched_msg_maybe_remove(s, m);	if (d)
+		sched_dest_pump(s, d);
+	scheduler_kick(s);
+	if (s->closing && s->inflight == 0 && s->drained_cb) {
+		void (*cb)(void *) = s->drained_cb;
+		s->drained_cb = NULL;
+		cb(s->drained_arg);
+	}
+}
+
+/* ---- local delivery (worker threads) ---- */
+
+static void
+sched_maildir_work(void *arg)
+{
+	struct sched_unit *u = arg;
+	const struct message *msg = u->m->msg;
+	char dir[4096], err[200], text[240], prefix[1200];
+	size_t i;
+
+	for (i = 0; i < u->nrcpts; i++) {
+		const char *addr = msg->rcpts[u->rcpts[i]].addr;
+		const char *at = strrchr(addr, '@');
+		size_t local_len = at ? (size_t)(at - addr) : strlen(addr);
+		const char *domain = at ? at + 1 : u->domain;
+		int temporary = 1;
+
+		if (maildir_expand(u->route->maildir, addr, local_len, domain, dir, sizeof(dir)) ==
+		    -1) {
+			sched_result(u, i, 550, "5.1.1", "550 5.1.1 mailbox name not allowed");
+			continue;
+		}
+		snprintf(prefix, sizeof(prefix),
+		         "Return-Path: <%.500s>\r\nDelivered-To: %.500s\r\n", msg->from, addr);
+		if (maildir_deliver(dir, prefix, u->txn.fd, (off_t)msg->data_offset,
+		                    (size_t)msg->data_len, &temporary, err, sizeof(err)) == 0) {
+			sched_result(u, i, 250, "2.0.0", "250 2.0.0 delivered to maildir");
+		} else {
+			snprintf(text, sizeof(text), "%s maildir: %.180s",
+			         temporary ? "451 4.3.0" : "550 5.3.0", err);
+			sched_result(u, i, temporary ? 451 : 550, temporary ? "4.3.0" : "5.3.0",
+			             text);
+		}
+	}
+}
+
+static void
+sched_maildir_done(void *arg, bool cancelled)
+{
+	struct sched_unit *u = arg;
+
+	if (cancelled)
+		return; /* teardown: the unit is freed with the scheduler */
+	sched_unit_done(u);
+}
+
+/* ---- SMTP delivery ---- */
+
+static unsigned
+sched_dest_hash(const char *key)
+{
+	uint32_t h = 2166136261u;
+
+	for (; *key; key++)
+		h = (h ^ (unsigned char)*key) * 16777619u;
+	return h & (SCHED_DEST_BUCKETS - 1);
+}
+
+static struct sched_dest *
+sched_dest_get(struct scheduler *s, const char *key)
+{
+	unsigned h = sched_dest_hash(key);
+	struct sched_dest *d;
+
+	for (d = s->dests[h]; d != NULL; d = d->next)
+		if (strcmp(d->key, key) == 0)
+			return d;
+	if ((d = calloc(1, sizeof(*d))) == NULL || (d->key = strdup(key)) == NULL) {
+		free(d);
+		return NULL;
+	}
+	d->wait_tail = &d->wait_head;
+	d->next = s->dests[h];
+	s->dests[h] = d;
+	return d;
+}
+
+static void sched_client_cb(void *arg, struct smtp_client *c, enum smtp_client_event ev,
+                            struct smtp_txn *txn);
+
+/* Fill the unit's transaction from its message. 0, or -1 (the spool file is gone). */
+static int
+sched_txn_prepare(struct scheduler *s, struct sched_unit *u)
+{
+	const struct message *msg = u->m->msg;
+	size_t i;
+
+	if (u->txn_rcpts == NULL &&
+	    (u->txn_rcpts = calloc(u->nrcpts, sizeof(*u->txn_rcpts))) == NULL)
+		return -1;
+	memset(&u->txn, 0, sizeof(u->txn));
+	u->txn.fd = spool_open_data(s->spool, msg->id);
+	if (u->txn.fd == -1)
+		return -1;
+	u->txn.id = msg->id;
+	u->txn.from = msg->from;
+	u->txn.smtputf8 = msg->smtputf8;
+	u->txn.body = msg->body_type;
+	u->txn.ret = msg->ret;
+	u->txn.envid = msg->envid;
+	u->txn.offset = msg->data_offset;
+	u->txn.len = msg->data_len;
+	u->txn.rcpts = u->txn_rcpts;
+	u->txn.nrcpts = u->nrcpts;
+	for (i = 0; i < u->nrcpts; i++) {
+		const struct message_rcpt *mr = &msg->rcpts[u->rcpts[i]];
+		memset(&u->txn_rcpts[i], 0, sizeof(u->txn_rcpts[i]));
+		u->txn_rcpts[i].addr = mr->addr;
+		u->txn_rcpts[i].notify = mr->notify;
+		u->txn_rcpts[i].orcpt = mr->orcpt;
+	}
+	return 0;
+}
+
+/* Is this address one of our own listeners (a next hop that is ourselves)? */
+static bool
+sched_is_self(const struct scheduler *s, const struct sockaddr_storage *ss)
+{
+	size_t i;
+
+	for (i = 0; i < s->cfg->nlisten; i++) {
+		const struct sockaddr_storage *l = &s->cfg->listen[i].addr;
+		if (l->ss_family != ss->ss_family)
+			continue;
+		if (ss->ss_family == AF_INET) {
+			const struct sockaddr_in *a = (const void *)l, *b = (const void *)ss;
+			if (a->sin_port == b->sin_port &&
+			    (a->sin_addr.s_addr == b->sin_addr.s_addr ||
+			     a->sin_addr.s_addr == htonl(INADDR_ANY)))
+				return true;
+		} else {
+			const struct sockaddr_in6 *a = (const void *)l, *b = (const void *)ss;
+			if (a->sin6_port == b->sin6_port &&
+			    (memcmp(&a->sin6_addr, &b->sin6_addr, 16) == 0 ||
+			     memcmp(&a->sin6_addr, &in6addr_any, 16) == 0))
+				return true;
+		}
+	}
+	return false;
+}
+
+static void
+sched_set_port(struct sockaddr_storage *ss, unsigned port)
+{
+	if (ss->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)ss)->sin6_port = htons((uint16_t)port);
+	else
+		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
+}
+
+/* Connect to the targets and run the unit's transaction on a new connection. */
+static void
+sched_connect(struct scheduler *s, struct sched_unit *u, const struct smtp_target *targets,
+              size_t n)
+{
+	struct smtp_client_config cc = { .helo = s->cfg->hostname };
+	struct sched_conn *conn;
+
+	if (n == 0) {
+		sched_unit_fail_all(u, 554, "5.4.6",
+		                    "554 5.4.6 mail for this domain loops back "
+		                    "to myself");
+		return;
+	}
+	if (sched_txn_prepare(s, u) == -1 || (conn = calloc(1, sizeof(*conn))) == NULL) {
+		sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (spool or memory)");
+		return;
+	}
+	conn->sched = s;
+	conn->dest = u->dest;
+	conn->unit = u;
+	conn->client = smtp_client_new(s->base, &cc, targets, n, &u->txn, sched_client_cb, conn);
+	if (conn->client == NULL) {
+		free(conn);
+		sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (memory)");
+		return;
+	}
+	conn->next = s->conns;
+	if (s->conns)
+		s->conns->prev = conn;
+	s->conns = conn;
+}
+
+static void
+sched_dns_cb(void *arg, const struct dns_result *res)
+{
+	struct sched_unit *u = arg;
+	struct scheduler *s = u->sched;
+	struct smtp_target targets[SCHED_TARGETS_MAX];
+	size_t h, a, n = 0;
+	unsigned port = u->dest ? u->dest->port : 25, self_pref = ~0u;
+	char text[240];
+
+	u->dns = NULL;
+	switch (res->status) {
+	case DNS_OK:
+		break;
+	case DNS_NXDOMAIN:
+		snprintf(text, sizeof(text), "550 5.1.2 %s", res->error);
+		sched_unit_fail_all(u, 550, "5.1.2", text);
+		return;
+	case DNS_NULL_MX:
+		snprintf(text, sizeof(text), "556 5.1.10 %s accepts no mail (null MX)", u->domain);
+		sched_unit_fail_all(u, 556, "5.1.10", text);
+		return;
+	case DNS_NO_ADDRESS:
+		snprintf(text, sizeof(text), "550 5.4.4 %s", res->error);
+		sched_unit_fail_all(u, 550, "5.4.4", text);
+		return;
+	default:
+		snprintf(text, sizeof(text), "451 4.4.3 %s", res->error);
+		sched_unit_fail_all(u, 451, "4.4.3", text);
+		return;
+	}
+	/* RFC 5321 §5.1: if we are one of the MX hosts, only better preferences may be used. */
+	for (h = 0; h < res->nhosts; h++)
+		if (strcasecmp(res->hosts[h].name, s->cfg->hostname) == 0 &&
+		    res->hosts[h].preference < self_pref)
+			self_pref = res->hosts[h].preference;
+	for (h = 0; h < res->nhosts && n < SCHED_TARGETS_MAX; h++) {
+		const struct dns_host *host = &res->hosts[h];
+		if (u->route->kind == CONFIG_ROUTE_MX && host->preference >= self_pref)
+			continue;
+		for (a = 0; a < host->naddrs && n < SCHED_TARGETS_MAX; a++) {
+			struct smtp_target *t = &targets[n];
+			snprintf(t->host, sizeof(t->host), "%s", host->name);
+			t->addr = host->addrs[a];
+			sched_set_port(&t->addr, port);
+			t->addrlen = t->addr.ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+			                                           : sizeof(struct sockaddr_in);
+			if (sched_is_self(s, &t->addr))
+				continue;
+			n++;
+		}
+	}
+	sched_connect(s, u, targets, n);
+}
+
+/* An address literal or numeric host: one target without DNS. */
+static bool
+sched_numeric_target(const char *host, unsigned port, struct smtp_target *t)
+{
+	char buf[300];
+	size_t len = strlen(host);
+
+	memset(t, 0, sizeof(*t));
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']') {
+		snprintf(buf, sizeof(buf), "%.*s", (int)(len - 2), host + 1);
+		if (strncasecmp(buf, "IPv6:", 5) == 0)
+			memmove(buf, buf + 5, strlen(buf + 5) + 1);
+	} else {
+		snprintf(buf, sizeof(buf), "%s", host);
+	}
+	snprintf(t->host, sizeof(t->host), "%s", host);
+	if (inet_pton(AF_INET, buf, &((struct sockaddr_in *)&t->addr)->sin_addr) == 1) {
+		t->addr.ss_family = AF_INET;
+		t->addrlen = sizeof(struct sockaddr_in);
+	} else if (inet_pton(AF_INET6, buf, &((struct sockaddr_in6 *)&t->addr)->sin6_addr) == 1) {
+		t->addr.ss_family = AF_INET6;
+		t->addrlen = sizeof(struct sockaddr_in6);
+	} else {
+		return false;
+	}
+	sched_set_port(&t->addr, port);
+	return true;
+}
+
+/* Run u in a slot of d: reuse an idle connection, or resolve and connect. */
+static void
+sched_dest_start(struct scheduler *s, struct sched_dest *d, struct sched_unit *u)
+{
+	const struct config_route *r = u->route;
+	struct smtp_target t;
+	const char *host;
+
+	u->dest = d;
+	u->inflight = true;
+	d->inflight++;
+	s->inflight++;
+	while (d->idle != NULL) {
+		struct sched_conn *conn = d->idle;
+		d->idle = conn->idle_next;
+		conn->idle = false;
+		if (!smtp_client_idle(conn->client))
+			continue;
+		if (sched_txn_prepare(s, u) == -1) {
+			/* put the connection back and fail the unit */
+			conn->idle = true;
+			conn->idle_next = d->idle;
+			d->idle = conn;
+			sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (spool)");
+			return;
+		}
+		conn->unit = u;
+		if (smtp_client_send(conn->client, &u->txn) == 0)
+			return;
+		conn->unit = NULL;
+	}
+	host = r->kind == CONFIG_ROUTE_RELAY ? r->relay_host : u->domain;
+	if (sched_numeric_target(host, d->port, &t)) {
+		sched_connect(s, u, sched_is_self(s, &t.addr) ? NULL : &t,
+		              sched_is_self(s, &t.addr) ? 0 : 1);
+		return;
+	}
+	u->dns = r->kind == CONFIG_ROUTE_RELAY ? dns_resolve_host(s->dns, host, sched_dns_cb, u)
+	                                       : dns_resolve_mx(s->dns, host, sched_dns_cb, u);
+	if (u->dns == NULL)
+		sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (resolver)");
+}
+
+/* Start waiting units while the destination (and the whole) has room. */
+static void
+sched_dest_pump(struct scheduler *s, struct sched_dest *d)
+{
+	if (d->pumping)
+		return; /* a unit that failed at once, inside this loop: the loop goes on */
+	d->pumping = true;
+	while (!s->closing && d->wait_head != NULL &&
+	       d->inflight < s->cfg->concurrency_per_destination &&
+	       s->inflight < s->cfg->concurrency) {
+		struct sched_unit *u = d->wait_head;
+		d->wait_head = u->wait_next;
+		if (d->wait_head == NULL)
+			d->wait_tail = &d->wait_head;
+		u->wait_next = NULL;
+		sched_dest_start(s, d, u);
+	}
+	d->pumping = false;
+}
+
+static void
+sched_conn_unlink(struct scheduler *s, struct sched_conn *conn)
+{
+	struct sched_conn **pp;
+
+	if (conn->idle && conn->dest)
+		for (pp = &conn->dest->idle; *pp != NULL; pp = &(*pp)->idle_next)
+			if (*pp == conn) {
+				*pp = conn->idle_next;
+				break;
+			}
+	if (conn->prev)
+		conn->prev->next = conn->next;
+	else
+		s->conns = conn->next;
+	if (conn->next)
+		conn->next->prev = conn->prev;
+}
+
+static void
+sched_client_cb(void *arg, struct smtp_client *c, enum smtp_client_event ev, struct smtp_txn *txn)
+{
+	struct sched_conn *conn = arg;
+	struct scheduler *s = conn->sched;
+	struct sched_dest *d = conn->dest;
+	struct sched_unit *u = conn->unit;
+
+	if (ev == SMTP_CLIENT_CLOSED) {
+		sched_conn_unlink(s, conn);
+		free(conn);
+		if (u != NULL) /* cannot happen: TXN_DONE always comes first */
+			sched_unit_fail_all(u, 451, "4.4.2", "451 4.4.2 connection closed");
+		return;
+	}
+	conn->unit = NULL;
+	/* Keep the connection for the destination's next unit, before anything else runs. */
+	if (!s->closing && smtp_client_idle(c)) {
+		conn->idle = true;
+		conn->idle_next = d->idle;
+		d->idle = conn;
+	}
+	if (u != NULL)
+		sched_unit_done(u); /* pumps d: a waiting unit takes the idle connection */
+}
+
+/* ---- dispatch ---- */
+
+static void
+sched_dispatch(struct scheduler *s, struct sched_unit *u)
+{
+	const struct config_route *r = config_route_for(s->cfg, u->domain, strlen(u->domain));
+	struct sched_dest *d;
+	char key[600];
+	unsigned port;
+
+	u->route = r;
+	if (u->txn_rcpts == NULL &&
+	    (u->txn_rcpts = calloc(u->nrcpts, sizeof(*u->txn_rcpts))) == NULL) {
+		sched_unit_schedule(s, u, sched_now_ms() + 60000); /* out of memory: later */
+		return;
+	}
+	memset(&u->txn, 0, sizeof(u->txn));
+	u->txn.fd = -1;
+	if (u->m->loop) {
+		sched_unit_fail_all(u, 554, "5.4.6",
+		                    "554 5.4.6 too many Received: headers (mail loop)");
+		return;
+	}
+	switch (r->kind) {
+	case CONFIG_ROUTE_DISCARD:
+		sched_unit_fail_all(u, 250, "2.0.0", "250 2.0.0 discarded by route");
+		return;
+	case CONFIG_ROUTE_MAILDIR:
+		u->txn.fd = spool_open_data(s->spool, u->m->msg->id);
+		if (u->txn.fd == -1) {
+			sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 spool file unreadable");
+			return;
+		}
+		u->inflight = true;
+		s->inflight++;
+		if (worker_submit(s->workers, sched_maildir_work, sched_maildir_done, u) == -1)
+			sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (memory)");
+		return;
+	case CONFIG_ROUTE_RELAY:
+		port = r->relay_port ? r->relay_port : 25;
+		snprintf(key, sizeof(key), "relay:%s:%u", r->relay_host, port);
+		break;
+	default:
+		port = r->mx_port ? r->mx_port : 25;
+		snprintf(key, sizeof(key), "mx:%s:%u", u->domain, port);
+		break;
+	}
+	if ((d = sched_dest_get(s, key)) == NULL) {
+		sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (memory)");
+		return;
+	}
+	d->port = port;
+	u->dest = d;
+	*d->wait_tail = u;
+	d->wait_tail = &u->wait_next;
+	sched_dest_pump(s, d);
+}
+
+static void
+sched_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	scheduler_kick(arg);
+}
+
+/* Dispatch every due unit the concurrency allows, then arm the timer for the next one. */
+static void
+scheduler_kick(struct scheduler *s)
+{
+	struct queue_item *it;
+	uint64_t now;
+
+	if (s->kicking || s->closing)
+		return;
+	s->kicking = true;
+	now = sched_now_ms();
+	while (s->inflight < s->cfg->concurrency && (it = queue_peek(&s->heap)) != NULL &&
+	       it->when <= now) {
+		queue_pop(&s->heap);
+		sched_dispatch(s, (struct sched_unit *)it);
+	}
+	s->kicking = false;
+	evtimer_del(s->timer);
+	if ((it = queue_peek(&s->heap)) != NULL && s->inflight < s->cfg->concurrency) {
+		uint64_t wait = it->when > now ? it->when - now : 0;
+		struct timeval tv = { (time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000 };
+		evtimer_add(s->timer, &tv);
+	}
+}
+
+/* ---- public ---- */
+
+struct scheduler *
+scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct spool *sp,
+              struct dns *dns)
+{
+	struct scheduler *s;
+
+	if ((s = calloc(1, sizeof(*s))) == NULL)
+		return NULL;
+	s->base = base;
+	s->cfg = cfg;
+	s->spool = sp;
+	s->dns = dns;
+	queue_init(&s->heap);
+	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL ||
+	    (s->workers = worker_pool_new(base, SCHED_MAILDIR_THREADS)) == NULL) {
+		if (s->timer)
+			event_free(s->timer);
+		free(s);
+		return NULL;
+	}
+	return s;
+}
+
+void
+scheduler_shutdown(struct scheduler *s, void (*drained)(void *arg), void *arg)
+{
+	struct sched_conn *conn;
+
+	s->closing = true;
+	evtimer_del(s->timer);
+	for (conn = s->conns; conn != NULL; conn = conn->next)
+		if (conn->unit == NULL)
+			smtp_client_close(conn->client);
+	log_info("queue shutdown deliveries_in_flight=%u queued=%llu", s->inflight,
+		 (unsigned long long)s->stats.queued);
+	if (s->inflight == 0) {
+		drained(arg);
+		return;
+	}
+	s->drained_cb = drained;
+	s->drained_arg = arg;
+}
+
+void
+scheduler_free(struct scheduler *s)
+{
+	size_t i;
+
+	if (s == NULL)
+		return;
+	s->closing = true;
+	worker_pool_free(s->workers); /* waits for running Maildir jobs */
+	while (s->conns != NULL) {
+		struct sched_conn *conn = s->conns;
+		s->conns = conn->next;
+		smtp_client_abort(conn->client);
+		free(conn);
+	}
+	while (s->units != NULL) {
+		if (s->units->dns)
+			dns_cancel(s->units->dns);
+		sched_unit_free(s, s->units);
+	}
+	while (s->msgs != NULL)
+		sched_msg_free(s, s->msgs);
+	for (i = 0; i < SCHED_DEST_BUCKETS; i++)
+		while (s->dests[i] != NULL) {
+			struct sched_dest *d = s->dests[i];
+			s->dests[i] = d->next;
+			free(d->key);
+			free(d);
+		}
+	queue_release(&s->heap);
+	event_free(s->timer);
+	free(s);
+}
+
+/* Queue m's pending recipients (new message, or recovered with its journal applied). */
+static void
+sched_msg_start(struct scheduler *s, struct sched_msg *m, uint64_t when, const unsigned *attempts)
+{
+	if (m->npending == 0) {
+		sched_msg_maybe_remove(s, m);
+		return;
+	}
+	sched_msg_schedule(s, m, when, attempts);
+	if (m->nunits == 0) { /* out of memory: the spool keeps it for the next start */
+		sched_msg_free(s, m);
+		return;
+	}
+	scheduler_kick(s);
+}
+
+void
+scheduler_add(struct scheduler *s, struct message *msg)
+{
+	struct sched_msg *m;
+
+	if (s->closing || (m = sched_msg_new(s, msg)) == NULL) {
+		log_error("%s not queued now (out of memory): queued again at restart", msg->id);
+		message_free(msg);
+		return;
+	}
+	sched_msg_start(s, m, sched_now_ms(), NULL);
+}
+
+struct sched_recover {
+	struct scheduler *s;
+	struct sched_msg *m;
+	unsigned *attempts;
+	uint64_t next_ms;
+	long count;
+};
+
+/* Apply one journal line to the message being recovered. */
+static void
+sched_recover_line(void *arg, const char *line, size_t len)
+{
+	struct sched_recover *rc = arg;
+	struct sched_msg *m = rc->m;
+	char word[16];
+	unsigned idx, attempts;
+	long long t, next;
+
+	if (strncmp(line, "- warned ", 9) == 0) {
+		m->warned = true;
+		return;
+	}
+	if (sscanf(line, "%u %15s %lld", &idx, word, &t) != 3 || idx >= m->msg->nrcpts)
+		return;
+	if (strcmp(word, "deferred") == 0) {
+		if (sscanf(line, "%*u %*s %*d %u %lld", &attempts, &next) == 2 &&
+		    m->state[idx] == RS_PENDING) {
+			rc->attempts[idx] = attempts;
+			if ((uint64_t)next * 1000u > rc->next_ms)
+				rc->next_ms = (uint64_t)next * 1000u;
+		}
+		return;
+	}
+	if (m->state[idx] != RS_PENDING)
+		return;
+	if (strcmp(word, "delivered") == 0)
+		m->state[idx] = RS_DELIVERED;
+	else if (strcmp(word, "bounced") == 0)
+		m->state[idx] = RS_BOUNCED;
+	else if (strcmp(word, "expired") == 0)
+		m->state[idx] = RS_EXPIRED;
+	else
+		return;
+	m->npending--;
+}
+
+static void
+sched_recover_entry(void *arg, const struct spool_entry *e)
+{
+	struct sched_recover *rc = arg;
+	struct scheduler *s = rc->s;
+	struct message *msg;
+	uint64_t now = sched_now_ms();	if (spool_load(s->spool, e->id, &msg) == -1) {
+		log_warn("spool cannot load id=%s (kept, not queued)", e->id);
+		return;
+	}
+	log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from, e->nrcpts,
+		 (unsigned long long)e->size);
+	if ((rc->m = sched_msg_new(s, msg)) == NULL ||
+	    (rc->attempts = calloc(msg->nrcpts, sizeof(unsigned))) == NULL) {
+		if (rc->m)
+			sched_msg_free(s, rc->m);
+		else
+			message_free(msg);
+		return;
+	}
+	rc->next_ms = now;
+	spool_state_read(s->spool, e->id, sched_recover_line, rc);
+	sched_msg_start(s, rc->m, rc->next_ms, rc->attempts);
+	free(rc->attempts);
+	rc->count++;
+}
+
+long
+scheduler_recover(struct scheduler *s)
+{
+	struct sched_recover rc = { .s = s };
+
+	if (spool_scan(s->spool, sched_recover_entry, &rc) < 0)
+		return -1;
+	return rc.count;
+}
+
+void
+scheduler_get_stats(const struct scheduler *s, struct scheduler_stats *out)
+{
+	*out = s->stats;
+	out->inflight = s->inflight;
+}
