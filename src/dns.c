@@ -559,11 +559,16 @@ dns_req_deliver(evutil_socket_t fd, short what, void *arg)
 {
 	struct dns_req *req = arg;
 
-	log_debug("dns resolved kind=%s name=%s status=%s hosts=%zu%s%s%s",
-	          req->kind == DNS_KIND_MX ? "mx" : "host", req->name,
-	          dns_status_name(req->res.status), req->res.nhosts,
-	          req->res.status != DNS_OK ? " error=\"" : "", req->res.error,
-	          req->res.status != DNS_OK ? "\"" : "");
+	if (log_enabled(LOG_LEVEL_DEBUG)) {
+		char name[DNS_NAME_MAX * 4 + 1], error[sizeof(req->res.error) * 4];
+
+		/* The domain comes from a client's RCPT: escaped like any client bytes. */
+		log_escape(name, sizeof(name), req->name, strlen(req->name));
+		log_escape(error, sizeof(error), req->res.error, strlen(req->res.error));
+		log_debug("dns resolved kind=%s name=%s status=%s hosts=%zu error=\"%s\"",
+		          req->kind == DNS_KIND_MX ? "mx" : "host", name,
+		          dns_status_name(req->res.status), req->res.nhosts, error);
+	}
 	/* Unlinked first: a callback that calls dns_free() must not free this request under us. */
 	dns_req_unlink(req);
 	req->delivering = true;

@@ -232,7 +232,8 @@ petrel_cleanup(struct petrel *p)
 	smtp_server_free(p->srv);
 	scheduler_free(p->sched);
 	dns_free(p->dns);
-	spool_set_queue_hook(p->spool, NULL, NULL);
+	if (p->spool)
+		spool_set_queue_hook(p->spool, NULL, NULL);
 	spool_close(p->spool);
 	config_free(p->cfg);
 	if (p->base)

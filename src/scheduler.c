@@ -132,7 +132,8 @@ struct scheduler {
 	struct sched_msg *msgs;
 	struct sched_unit *units;
 	struct sched_conn *conns;
-	struct sched_dest *dests[SCHED_DEST_BUCKETS];	unsigned inflight;
+	struct sched_dest *dests[SCHED_DEST_BUCKETS];
+	unsigned inflight;
 	bool kicking;
 	bool closing;
 	void (*drained_cb)(void *arg); /* shutdown: called when nothing is in flight */
@@ -665,7 +666,8 @@ sched_unit_done(struct sched_unit *u)
 		sched_journal_flush(s, m, jb, &jbuf, &jlen);
 	fclose(jb);
 	free(jbuf);
-	sched_msg_maybe_remove(s, m);	if (d)
+	sched_msg_maybe_remove(s, m);
+	if (d)
 		sched_dest_pump(s, d);
 	scheduler_kick(s);
 	if (s->closing && s->inflight == 0 && s->drained_cb) {
@@ -1168,14 +1170,27 @@ void
 scheduler_shutdown(struct scheduler *s, void (*drained)(void *arg), void *arg)
 {
 	struct sched_conn *conn;
+	struct sched_unit *u;
 
 	s->closing = true;
 	evtimer_del(s->timer);
 	for (conn = s->conns; conn != NULL; conn = conn->next)
 		if (conn->unit == NULL)
 			smtp_client_close(conn->client);
+	/* Lookups have sent nothing anywhere: drop them now, their recipients stay queued. */
+	for (u = s->units; u != NULL; u = u->next)
+		if (u->dns != NULL) {
+			dns_cancel(u->dns);
+			u->dns = NULL;
+			if (u->inflight) {
+				u->inflight = false;
+				s->inflight--;
+				if (u->dest)
+					u->dest->inflight--;
+			}
+		}
 	log_info("queue shutdown deliveries_in_flight=%u queued=%llu", s->inflight,
-		 (unsigned long long)s->stats.queued);
+	         (unsigned long long)s->stats.queued);
 	if (s->inflight == 0) {
 		drained(arg);
 		return;
@@ -1299,12 +1314,13 @@ sched_recover_entry(void *arg, const struct spool_entry *e)
 	struct sched_recover *rc = arg;
 	struct scheduler *s = rc->s;
 	struct message *msg;
-	uint64_t now = sched_now_ms();	if (spool_load(s->spool, e->id, &msg) == -1) {
+	uint64_t now = sched_now_ms();
+	if (spool_load(s->spool, e->id, &msg) == -1) {
 		log_warn("spool cannot load id=%s (kept, not queued)", e->id);
 		return;
 	}
 	log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from, e->nrcpts,
-		 (unsigned long long)e->size);
+	         (unsigned long long)e->size);
 	if ((rc->m = sched_msg_new(s, msg)) == NULL ||
 	    (rc->attempts = calloc(msg->nrcpts, sizeof(unsigned))) == NULL) {
 		if (rc->m)

@@ -62,7 +62,8 @@ struct bounce_info {
 };
 
 /* Does this message deserve a DSN for this recipient at all? (null sender → never; NOTIFY=NEVER
- * → never; NOTIFY given without FAILURE/DELAY/SUCCESS for the action → no.) */
+ * → never; NOTIFY given without FAILURE/DELAY/SUCCESS for the action → no.) No NOTIFY (0) counts
+ * as NOTIFY=FAILURE,DELAY (RFC 3461 §4.1). DELIVERED, RELAYED and EXPANDED need SUCCESS. */
 bool bounce_wanted(const char *orig_sender, unsigned notify, enum bounce_action action);
 
 /*

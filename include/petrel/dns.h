@@ -44,24 +44,24 @@ struct dns_req;
 
 enum dns_status {
 	DNS_OK = 0,
-	DNS_TEMPFAIL,	/* try again later (4.4.3) */
-	DNS_NXDOMAIN,	/* permanent (5.1.2) */
-	DNS_NULL_MX,	/* permanent (5.1.10, RFC 7505) */
-	DNS_NO_ADDRESS,	/* permanent: no host has an address (5.4.4) */
+	DNS_TEMPFAIL,   /* try again later (4.4.3) */
+	DNS_NXDOMAIN,   /* permanent (5.1.2) */
+	DNS_NULL_MX,    /* permanent (5.1.10, RFC 7505) */
+	DNS_NO_ADDRESS, /* permanent: no host has an address (5.4.4) */
 };
 
 struct dns_host {
-	char name[256];			/* host name, lower case, no trailing dot */
+	char name[256]; /* host name, lower case, no trailing dot */
 	unsigned preference;
-	struct sockaddr_storage *addrs;	/* IPv6 and IPv4, port 0 */
+	struct sockaddr_storage *addrs; /* IPv6 and IPv4, port 0 */
 	size_t naddrs;
 };
 
 struct dns_result {
 	enum dns_status status;
-	struct dns_host *hosts;		/* in the order to try */
+	struct dns_host *hosts; /* in the order to try */
 	size_t nhosts;
-	char error[128];		/* human-readable reason when status != DNS_OK */
+	char error[128]; /* human-readable reason when status != DNS_OK */
 };
 
 /* Called once per request from the event loop; `res` is valid only during the call. */

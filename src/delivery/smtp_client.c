@@ -18,6 +18,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -647,9 +648,12 @@ static void
 smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	const char *why;
+	const char *why;	if (what & BEV_EVENT_CONNECTED) {
+		int one = 1;
 
-	if (what & BEV_EVENT_CONNECTED) {
+		/* Commands and the body's last ".\r\n" are small writes: without this, Nagle
+		 * waits for the peer's delayed ACK (40 ms) on every transaction. */
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->state = SC_BANNER;
 		c->reply_code = 0;
 		c->reply_bytes = 0;

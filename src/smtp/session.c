@@ -21,6 +21,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -911,15 +912,14 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
                  socklen_t salen, const struct config_listen *entry)
 {
 	struct smtp_session *s;
-	char greeting[300];
-	const void *addr;
+	char greeting[300];	const void *addr;
 	unsigned port;
-	int n;
-
-	if ((s = calloc(1, sizeof(*s))) == NULL) {
+	int n, one = 1;	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		evutil_closesocket(fd);
 		return NULL;
 	}
+	/* Replies are small writes; never let Nagle hold one back for a delayed ACK. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (s->bev == NULL) {
 		evutil_closesocket(fd);
