@@ -122,6 +122,33 @@ petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 	scheduler_shutdown(p->sched, petrel_drained, p);
 }
 
+/*
+ * Settings the file format knows but this build cannot honour yet: refuse them at start rather
+ * than send in the clear or without the credentials the administrator asked for.
+ */
+static int
+petrel_check_supported(const struct petrel_config *cfg, const char *path)
+{
+	size_t i;
+	int bad = 0;
+
+	for (i = 0; i < cfg->nroutes; i++) {
+		const struct config_route *r = &cfg->routes[i];
+		const char *what = r->tls == CONFIG_TLS_REQUIRE ? "tls: require"
+		                   : r->auth_user               ? "auth"
+		                   : r->ca_file                 ? "ca_file"
+		                                                : NULL;
+		if (what == NULL)
+			continue;
+		fprintf(stderr,
+		        "%s:%u: routes[%zu] (%s): %s needs outbound TLS/AUTH, which this version "
+		        "of petrel does not have\n",
+		        path, r->line, i, r->domain, what);
+		bad = 1;
+	}
+	return bad ? -1 : 0;
+}
+
 static void
 petrel_raise_nofile(void)
 {
@@ -283,6 +310,10 @@ main(int argc, char **argv)
 	if (config_load(path, &p.cfg, &errors) == -1) {
 		fputs(errors ? errors : "petrel: cannot load configuration\n", stderr);
 		free(errors);
+		return 1;
+	}
+	if (petrel_check_supported(p.cfg, path) == -1) {
+		config_free(p.cfg);
 		return 1;
 	}
 	if (check) {
