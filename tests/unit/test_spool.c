@@ -257,3 +257,83 @@ Test(spool, unwritable_directory_is_an_error, .init = setup, .fini = teardown)
 	cr_assert(strstr(err, "spool") != NULL, "%s", err);
 	free(err);
 }
+
+static struct message *hooked;
+
+static void
+on_hook(void *arg, struct message *msg)
+{
+	message_free(hooked);
+	hooked = msg;
+}
+
+static void
+collect_line(void *arg, const char *line, size_t len)
+{
+	char *out = arg;
+
+	strncat(out, line, len);
+	strcat(out, "|");
+}
+
+Test(spool, hook_load_state_and_remove, .init = setup, .fini = teardown)
+{
+	char *err = NULL, lines[256] = "", path[512], id[17];
+	struct spool *sp = spool_open(base, dir, CONFIG_DURABILITY_FSYNC, &err);
+	struct message *m = make_message("Subject: t\r\n\r\nhi\r\n"), *loaded = NULL;
+	struct done d = { 0 };
+	struct stat st;
+
+	cr_assert_not_null(sp);
+	spool_set_queue_hook(sp, on_hook, NULL);
+	m->body_type = SMTP_BODY_8BITMIME;
+	m->smtputf8 = true;
+	m->ret = SMTP_DSN_RET_HDRS;
+	message_set_envid(m, "env+2B1");
+	snprintf(id, sizeof(id), "%s", m->id);
+	cr_assert_eq(spool_msg_begin(sp, m, "Received: y\r\n", 13), 0);
+	cr_assert_not_null(spool_msg_commit(sp, m, on_commit, &d));
+	event_base_dispatch(base);
+	cr_assert(d.ok);
+	cr_assert_not_null(hooked, "the queue hook gets the committed message");
+	cr_assert_str_eq(hooked->id, id);
+	cr_assert_eq(hooked->data_len, strlen("Received: y\r\nSubject: t\r\n\r\nhi\r\n"));
+
+	cr_assert_eq(spool_load(sp, id, &loaded), 0);
+	cr_assert_str_eq(loaded->from, "a@example.org");
+	cr_assert_eq(loaded->nrcpts, 2);
+	cr_assert_str_eq(loaded->rcpts[0].addr, "u@localhost");
+	cr_assert_str_eq(loaded->rcpts[1].addr, "v@localhost");
+	cr_assert_eq(loaded->rcpts[1].notify, 6);
+	cr_assert_str_eq(loaded->rcpts[1].orcpt, "rfc822;v@localhost");
+	cr_assert_eq(loaded->body_type, SMTP_BODY_8BITMIME);
+	cr_assert(loaded->smtputf8);
+	cr_assert_eq(loaded->ret, SMTP_DSN_RET_HDRS);
+	cr_assert_str_eq(loaded->envid, "env+2B1");
+	cr_assert_eq(loaded->data_offset, hooked->data_offset);
+	cr_assert_eq(loaded->data_len, hooked->data_len);
+	cr_assert_eq(loaded->arrival.tv_sec, hooked->arrival.tv_sec);
+	message_free(loaded);
+
+	cr_assert_eq(spool_state_append(sp, id, "0 delivered 1\n", 14), 0);
+	cr_assert_eq(spool_state_append(sp, id, "1 deferred 1 1 61\n", 18), 0);
+	snprintf(path, sizeof(path), "%s/state/%s", dir, id);
+	{
+		/* a torn line (no newline) after a crash is ignored */
+		FILE *f = fopen(path, "a");
+		fputs("1 deliv", f);
+		fclose(f);
+	}
+	cr_assert_eq(spool_state_read(sp, id, collect_line, lines), 0);
+	cr_assert_str_eq(lines, "0 delivered 1|1 deferred 1 1 61|");
+
+	spool_remove(sp, id);
+	cr_assert_eq(stat(path, &st), -1);
+	snprintf(path, sizeof(path), "%s/queue/%s", dir, id);
+	cr_assert_eq(stat(path, &st), -1);
+	cr_assert_eq(spool_load(sp, id, &loaded), -1);
+	cr_assert_eq(spool_state_read(sp, id, collect_line, lines), 0, "no journal is no error");
+	spool_close(sp);
+	message_free(hooked);
+	hooked = NULL;
+}
