@@ -181,7 +181,8 @@ petrel_run(struct petrel *p)
 		log_error("petrel %s", err ? err : "cannot start the resolver");
 		free(err);
 		return 1;
-	}
+	}	/* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
+	dns_set_timeout(p->dns, 2000, 2);
 	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns)) == NULL) {
 		log_error("petrel cannot start the queue");
 		return 1;

@@ -307,12 +307,26 @@ spool_envelope(struct evbuffer *env, const struct message *msg)
 		unsigned nf = rc->notify;
 
 		r |= evbuffer_add(env, "rcpt ", 5);
-		if (nf != 0)
-			r |= evbuffer_add_printf(env, "notify=%s%s%s%s ",
-			                         nf & SMTP_DSN_NOTIFY_NEVER ? "NEVER" : "",
-			                         nf & SMTP_DSN_NOTIFY_SUCCESS ? "SUCCESS," : "",
-			                         nf & SMTP_DSN_NOTIFY_FAILURE ? "FAILURE," : "",
-			                         nf & SMTP_DSN_NOTIFY_DELAY ? "DELAY," : "") < 0;
+		if (nf != 0) {
+			/* "notify=SUCCESS,FAILURE ": the names joined by commas, no trailing one */
+			static const struct {
+				unsigned bit;
+				const char *name;
+			} names[] = { { SMTP_DSN_NOTIFY_NEVER, "NEVER" },
+				      { SMTP_DSN_NOTIFY_SUCCESS, "SUCCESS" },
+				      { SMTP_DSN_NOTIFY_FAILURE, "FAILURE" },
+				      { SMTP_DSN_NOTIFY_DELAY, "DELAY" } };
+			const char *sep = "notify=";
+			size_t k;
+
+			for (k = 0; k < sizeof(names) / sizeof(names[0]); k++)
+				if (nf & names[k].bit) {
+					r |= evbuffer_add_printf(env, "%s%s", sep, names[k].name) <
+					     0;
+					sep = ",";
+				}
+			r |= evbuffer_add(env, " ", 1);
+		}
 		if (rc->orcpt)
 			r |= evbuffer_add_printf(env, "orcpt=%s ", rc->orcpt) < 0;
 		r |= evbuffer_add_printf(env, "<%s>\n", rc->addr) < 0;
@@ -661,7 +675,7 @@ spool_open_data(struct spool *sp, const char *id)
 	return openat(sp->queuefd, id, O_RDONLY | O_CLOEXEC);
 }
 
-/* "notify=SUCCESS,FAILURE," → bits */
+/* "SUCCESS,FAILURE" → bits */
 static unsigned
 spool_parse_notify(const char *v)
 {

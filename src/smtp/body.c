@@ -18,6 +18,16 @@ body_scan_init(struct body_scan *s, bool bdat)
 	s->prev_crlf = true;
 }
 
+size_t
+body_scan_pending_dot(const struct body_scan *s)
+{
+	if (s->bdat || !s->prev_crlf || s->line_len == 0 || s->first != '.')
+		return 0;
+	if (s->line_len == 1 || (s->line_len == 2 && s->last == '\r'))
+		return (size_t)s->line_len;
+	return 0;
+}
+
 bool
 body_scan_mid_line(const struct body_scan *s)
 {
@@ -40,6 +50,8 @@ body_scan_eol(struct body_scan *s)
 		s->errors |= BODY_ERR_BARE_LF;
 	if (content + 2 > BODY_TEXT_LINE_MAX)
 		s->errors |= BODY_ERR_LINE_TOO_LONG;
+	if (!s->bdat && s->first == '.' && content > 1)
+		s->stuffed++;
 	if (!s->bdat && dot && stray_cr == 0) {
 		if (!crlf)
 			res = BODY_SCAN_BARE_DOT;

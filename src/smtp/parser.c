@@ -854,17 +854,16 @@ smtp_parser_param_value(struct smtp_cmd *cmd, enum smtp_parser_param param,
 
 	switch (param) {
 	case SMTP_PARSER_PARAM_SIZE: {
-		uint64_t size = 0;
-
-		/* RFC 1870: size-value ::= 1*20DIGIT; it must also fit the field. */
+		uint64_t size = 0;		/* RFC 1870: size-value ::= 1*20DIGIT. A legal 20-digit value beyond 64 bits
+		 * saturates: it is simply too big (552 from the session), not malformed. */
 		if (len > SMTP_PARSER_DIGITS_MAX)
 			return SMTP_PARSE_ERR_PARAM_VALUE;
 		for (size_t i = 0; i < len; i++) {
 			unsigned d = (unsigned)(val[i] - '0');
 
-			if (!smtp_parser_is_digit(val[i]) || size > (UINT64_MAX - d) / 10)
+			if (!smtp_parser_is_digit(val[i]))
 				return SMTP_PARSE_ERR_PARAM_VALUE;
-			size = size * 10 + d;
+			size = size > (UINT64_MAX - d) / 10 ? UINT64_MAX : size * 10 + d;
 		}
 		mail->size_set = true;
 		mail->size = size;

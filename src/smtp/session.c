@@ -53,6 +53,8 @@ struct smtp_tx {
 	enum smtp_reply_id error; /* sticky DATA/BDAT error, SMTP_REPLY_OK if none */
 	bool bdat;                /* BDAT started: DATA is no longer allowed */
 	bool spooling;            /* the spool file has been begun */
+	size_t held;              /* DATA: scanned octets left in the input (a possible ".") */
+	uint64_t dots;            /* BDAT: stuffing dots we inserted (not counted for SIZE) */
 };
 
 struct smtp_session {
@@ -78,6 +80,8 @@ struct smtp_session {
 	char *helo;                    /* HELO/EHLO argument */
 	struct smtp_tx *tx;            /* current transaction or NULL */
 	struct spool_job *job;         /* pending commit, cancelled if we go */
+	const char *line; /* the command being handled (on the stack of smtp_session_line) */
+	size_t line_len;
 	struct sockaddr_storage peer;
 	char peer_str[INET6_ADDRSTRLEN];
 };
@@ -219,9 +223,11 @@ static void
 smtp_tx_store(struct smtp_session *s, struct evbuffer *in, size_t n)
 {
 	struct smtp_tx *tx = s->tx;
-	uint64_t max = s->srv->cfg->max_message_size;
+	uint64_t max = s->srv->cfg->max_message_size; /* RFC 1870 §3: the size is the message's,
+	                                                 without the dots of dot-stuffing. */
+	uint64_t dots = tx->bdat ? tx->dots : tx->scan.stuffed;
 
-	if (tx->error == SMTP_REPLY_OK && max != 0 && tx->msg->body_size + n > max)
+	if (tx->error == SMTP_REPLY_OK && max != 0 && tx->msg->body_size + n - dots > max)
 		smtp_tx_fail(tx, SMTP_REPLY_SIZE_EXCEEDED);
 	if (tx->error != SMTP_REPLY_OK) {
 		evbuffer_drain(in, n);
@@ -310,10 +316,17 @@ smtp_session_reply(struct smtp_session *s, enum smtp_reply_id id)
 	bufferevent_write(s->bev, r->line, r->len);
 }
 
-/* A failed command: reply, log it (escaped), count it, drop the client past max_errors. */
+/*
+ * A failed command: reply, log it (escaped), count it, drop the client past max_errors. `line`
+ * NULL means the command being handled (s->line).
+ */
 static void
 smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *line, size_t len)
 {
+	if (line == NULL) {
+		line = s->line;
+		len = s->line_len;
+	}
 	const struct smtp_reply *r = smtp_reply_get(id);
 	char esc[128];
 
@@ -418,19 +431,19 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 
 	if (s->listen->role == CONFIG_ROLE_SUBMISSION) {
 		/* Submission (RFC 6409) requires AUTH, and this server offers none yet. */
-		smtp_session_error(s, SMTP_REPLY_AUTH_REQUIRED, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_AUTH_REQUIRED, NULL, 0);
 		return;
 	}
 	if (p->body == SMTP_BODY_BINARYMIME) {
-		smtp_session_error(s, SMTP_REPLY_BINARYMIME, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_BINARYMIME, NULL, 0);
 		return;
 	}
 	if (p->size_set && max != 0 && p->size > max) {
-		smtp_session_error(s, SMTP_REPLY_SIZE_EXCEEDED, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_SIZE_EXCEEDED, NULL, 0);
 		return;
 	}
 	if (path->utf8 && !p->smtputf8) {
-		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, NULL, 0);
 		return;
 	}
 	if ((tx = calloc(1, sizeof(*tx))) == NULL || (msg = message_new()) == NULL ||
@@ -463,11 +476,11 @@ smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 	struct message *msg = s->tx->msg;
 
 	if (s->tx->bdat) {
-		smtp_session_error(s, SMTP_REPLY_BAD_SEQUENCE, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_BAD_SEQUENCE, NULL, 0);
 		return;
 	}
 	if (path->utf8 && !msg->smtputf8) {
-		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, NULL, 0);
 		return;
 	}
 	if (msg->nrcpts >= s->srv->cfg->max_recipients) {
@@ -475,7 +488,7 @@ smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 		return;
 	}
 	if (policy_check_rcpt(s->srv->cfg, s->may_relay, path) != POLICY_ACCEPT) {
-		smtp_session_error(s, SMTP_REPLY_RELAY_DENIED, cmd->arg, cmd->arg_len);
+		smtp_session_error(s, SMTP_REPLY_RELAY_DENIED, NULL, 0);
 		return;
 	}
 	if (message_add_rcpt(msg, path->postmaster ? "postmaster" : path->addr, p->notify,
@@ -663,7 +676,11 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 	}
 	evbuffer_remove(in, line, len);
 	evbuffer_drain(in, eol_len);
+	s->line = line;
+	s->line_len = len;
 	smtp_session_command(s, line, len);
+	s->line = NULL;
+	s->line_len = 0;
 	return 1;
 }
 
@@ -673,16 +690,26 @@ smtp_session_data(struct smtp_session *s, struct evbuffer *in)
 {
 	struct evbuffer_iovec vec[SMTP_DATA_PEEK];
 	enum body_scan_result res = BODY_SCAN_MORE;
-	size_t consumed = 0;
+	struct smtp_tx *tx = s->tx;
+	struct evbuffer_ptr start;
+	size_t consumed = 0, hold;
 	int i, n;
 
-	n = evbuffer_peek(in, -1, NULL, vec, SMTP_DATA_PEEK);
+	/* The first tx->held octets were scanned already (a line that may be the final "."). */
+	if (evbuffer_get_length(in) <= tx->held ||
+	    evbuffer_ptr_set(in, &start, tx->held, EVBUFFER_PTR_SET) == -1)
+		return 0;
+	n = evbuffer_peek(in, -1, &start, vec, SMTP_DATA_PEEK);
 	if (n <= 0)
 		return 0;
 	for (i = 0; i < n && i < SMTP_DATA_PEEK && res == BODY_SCAN_MORE; i++)
-		consumed += body_scan_feed(&s->tx->scan, vec[i].iov_base, vec[i].iov_len, &res);
+		consumed += body_scan_feed(&tx->scan, vec[i].iov_base, vec[i].iov_len, &res);
+	consumed += tx->held;
+	tx->held = 0;
 	switch (res) {
 	case BODY_SCAN_END:
+		/* The ".\r\n" line is the last 3 octets of what was scanned: it never reaches
+		 * the message, however the network split it. */
 		smtp_tx_store(s, in, consumed - 3);
 		evbuffer_drain(in, 3);
 		smtp_tx_finish(s);
@@ -695,7 +722,9 @@ smtp_session_data(struct smtp_session *s, struct evbuffer *in)
 		smtp_session_close(s, SMTP_REPLY_BARE_LF_CLOSE, "bare-lf");
 		return 1;
 	default:
-		smtp_tx_store(s, in, consumed);
+		hold = body_scan_pending_dot(&tx->scan);
+		smtp_tx_store(s, in, consumed - hold);
+		tx->held = hold;
 		return n > SMTP_DATA_PEEK; /* more chains than we looked at: go on */
 	}
 }
@@ -751,6 +780,7 @@ smtp_session_bdat(struct smtp_session *s, struct evbuffer *in)
 		if (res == BODY_SCAN_DOT_LINE && tx->error == SMTP_REPLY_OK) {
 			evbuffer_add(tx->msg->body, ".", 1);
 			tx->msg->body_size++;
+			tx->dots++;
 		}
 		if (s->bdat_left > 0)
 			return consumed > 0 || res == BODY_SCAN_DOT_LINE;
@@ -912,9 +942,11 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
                  socklen_t salen, const struct config_listen *entry)
 {
 	struct smtp_session *s;
-	char greeting[300];	const void *addr;
+	char greeting[300];
+	const void *addr;
 	unsigned port;
-	int n, one = 1;	if ((s = calloc(1, sizeof(*s))) == NULL) {
+	int n, one = 1;
+	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		evutil_closesocket(fd);
 		return NULL;
 	}

@@ -222,3 +222,46 @@ Test(body, bdat_dot_split_across_feeds)
 	cr_assert_eq(body_scan_feed(&s, ".y\r\n", 4, &res), 4);
 	cr_assert_eq(res, BODY_SCAN_MORE);
 }
+
+/* A terminator split across reads: the octets of a possible final "." line are reported as
+ * pending, so the session keeps them out of the message until the line is decided. */
+Test(body, pending_dot_across_feeds)
+{
+	struct body_scan s;
+	enum body_scan_result res;
+
+	body_scan_init(&s, false);
+	cr_assert_eq(body_scan_feed(&s, "body\r\n.", 7, &res), 7);
+	cr_assert_eq(res, BODY_SCAN_MORE);
+	cr_assert_eq(body_scan_pending_dot(&s), 1);
+	cr_assert_eq(body_scan_feed(&s, "\r", 1, &res), 1);
+	cr_assert_eq(body_scan_pending_dot(&s), 2);
+	cr_assert_eq(body_scan_feed(&s, "\nNOOP\r\n", 7, &res), 1);
+	cr_assert_eq(res, BODY_SCAN_END);
+
+	body_scan_init(&s, false);
+	cr_assert_eq(body_scan_pending_dot(&s), 0);
+	body_scan_feed(&s, ".", 1, &res);
+	cr_assert_eq(body_scan_pending_dot(&s), 1, "the very first line may be the end too");
+	body_scan_feed(&s, "x", 1, &res);
+	cr_assert_eq(body_scan_pending_dot(&s), 0, "'.x' is content: store it");
+	body_scan_init(&s, false);
+	body_scan_feed(&s, "a\n.", 3, &res);
+	cr_assert_eq(body_scan_pending_dot(&s), 0, "after a bare LF a '.' cannot end the data");
+	body_scan_init(&s, true);
+	body_scan_feed(&s, "x\r\n", 3, &res);
+	cr_assert_eq(body_scan_feed(&s, ".", 1, &res), 0);
+	cr_assert_eq(body_scan_pending_dot(&s), 0, "BDAT has no terminator");
+}
+
+Test(body, stuffed_dots_counted)
+{
+	struct body_scan s;
+	enum body_scan_result res;
+	const char *in = "..a\r\nb.\r\n...\r\n.\r\n";
+
+	body_scan_init(&s, false);
+	cr_assert_eq(body_scan_feed(&s, in, strlen(in), &res), strlen(in));
+	cr_assert_eq(res, BODY_SCAN_END);
+	cr_assert_eq(s.stuffed, 2, "'..a' and '...' carry a stuffing dot; '.' ends");
+}

@@ -35,7 +35,7 @@ static struct event_base *base;
 static struct dns *d;
 static pid_t dnsmasq_pid = -1;
 static int dnsmasq_port;
-static char dnsmasq_log[64];
+static int dnsmasq_log = -1; /* dnsmasq's stdout and stderr: an unlinked temporary file */
 static char servers[64];
 
 /* The zone every test sees; names under .test that are not listed are NXDOMAIN (--local). */
@@ -120,14 +120,11 @@ static void
 print_dnsmasq_log(void)
 {
 	char buf[4096];
-	FILE *f = fopen(dnsmasq_log, "r");
-	size_t n;
+	ssize_t n = pread(dnsmasq_log, buf, sizeof(buf) - 1, 0);
 
-	if (f == NULL)
+	if (n < 0)
 		return;
-	n = fread(buf, 1, sizeof(buf) - 1, f);
 	buf[n] = '\0';
-	fclose(f);
 	fprintf(stderr, "--- dnsmasq log ---\n%s--- end ---\n", buf);
 }
 
@@ -139,9 +136,9 @@ dnsmasq_stop(void)
 		waitpid(dnsmasq_pid, NULL, 0);
 		dnsmasq_pid = -1;
 	}
-	if (dnsmasq_log[0] != '\0') {
-		unlink(dnsmasq_log);
-		dnsmasq_log[0] = '\0';
+	if (dnsmasq_log >= 0) {
+		close(dnsmasq_log);
+		dnsmasq_log = -1;
 	}
 }
 
@@ -235,29 +232,28 @@ dnsmasq_wait_ready(pid_t pid, int port)
 static void
 dnsmasq_start(void)
 {
-	int logfd;
+	char path[] = "/tmp/petrel-test-dns-XXXXXX";
 
 	if (access(dnsmasq_path(), X_OK) != 0)
 		cr_assert_fail("%s not found (%s): install it with scripts/deps --test",
 		               dnsmasq_path(), strerror(errno));
-	snprintf(dnsmasq_log, sizeof(dnsmasq_log), "/tmp/petrel-test-dns-XXXXXX");
-	logfd = mkstemp(dnsmasq_log);
-	cr_assert(logfd >= 0);
+	/* Unlinked at once, so a test that crashes leaves no file behind. */
+	dnsmasq_log = mkostemp(path, O_CLOEXEC);
+	cr_assert(dnsmasq_log >= 0);
+	unlink(path);
 	for (int attempt = 0; attempt < 5; attempt++) {
 		int port = pick_port();
-		pid_t pid = dnsmasq_spawn(port, logfd);
+		pid_t pid = dnsmasq_spawn(port, dnsmasq_log);
 
 		if (dnsmasq_wait_ready(pid, port)) {
 			dnsmasq_pid = pid;
 			dnsmasq_port = port;
-			close(logfd);
 			snprintf(servers, sizeof(servers), "127.0.0.1:%d", port);
 			return;
 		}
 		kill(pid, SIGKILL);
 		waitpid(pid, NULL, 0);
 	}
-	close(logfd);
 	print_dnsmasq_log();
 	cr_assert_fail("dnsmasq did not start");
 }

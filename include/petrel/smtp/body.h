@@ -49,6 +49,8 @@ struct body_scan {
 	unsigned errors;   /* enum body_error bits, sticky */
 	uint64_t line_len; /* octets of the current line seen so far (LF excluded) */
 	uint64_t total;    /* octets consumed in all */
+	uint64_t stuffed;  /* DATA: lines that carried a stuffing dot (RFC 1870 does not count them)
+	                    */
 };
 
 void body_scan_init(struct body_scan *s, bool bdat);
@@ -58,6 +60,14 @@ void body_scan_init(struct body_scan *s, bool bdat);
  * stopped at an event (*res says which). Call again with the rest.
  */
 size_t body_scan_feed(struct body_scan *s, const char *p, size_t n, enum body_scan_result *res);
+
+/*
+ * DATA: how many octets at the end of what was consumed belong to a line that may still turn
+ * out to be the final "." (it is "." or ".\r" after a CRLF so far). The caller must keep them
+ * out of the message until the next feed decides: if the terminator arrives split across reads,
+ * its first octets must not have been stored as content already.
+ */
+size_t body_scan_pending_dot(const struct body_scan *s);
 
 /* BDAT: the data so far ends in the middle of a line (so "\r\n" must be appended at LAST). */
 bool body_scan_mid_line(const struct body_scan *s);
