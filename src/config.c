@@ -14,9 +14,13 @@
  *      below (MAP for a nested mapping, LIST with a struct config_list for a list, CUSTOM for
  *      anything irregular);
  *   3. add one CONFIG_KIND_MAP row to config_root_keys (.offset = the sub-struct, or 0 if flat),
- *      with a .post function if some keys must be checked against each other (queue:).
+ *      with a .post function if some keys must be checked against each other (queue:, tls:);
+ *   4. checks between sections (a listener's tls: needs tls.certificate) go in
+ *      config_root_post(), which runs once the whole file was walked, whatever the key order.
  * A list of mappings (listen:, routes:) walks each item with its own table in its .parse
  * function, which then checks the item as a whole (the kind of a route, duplicates).
+ * A STRING row with .readable names a file that must be readable when the file is loaded
+ * (tls.certificate, auth.users_file); its content is left to the module that uses it.
  *
  * Errors never stop the walk: each is appended as "FILE:LINE:COL: KEY: message" (KEY is the
  * dotted path, list indexes count from 0: "listen[1].address") and the config is thrown away at
@@ -37,8 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/ssl.h>
 #include <yaml.h>
 
 #define CONFIG_MAX_ERRORS     100           /* lines in one report; the rest are counted */
@@ -64,12 +70,14 @@
 #define CONFIG_WHAT_FILE      "a file name"
 #define CONFIG_WHAT_PRIORITY  "high, normal, low or a number from -100 to 100"
 #define CONFIG_WHAT_NS        "a nameserver address"
+#define CONFIG_WHAT_CIPHERS   "an OpenSSL cipher list"
 #define CONFIG_HINT_MINUTE    " seconds (1m)"
 #define CONFIG_PORT_SMTP      25
 #define CONFIG_PORT_DNS       53
 #define CONFIG_PRIORITY_MAX   100
 #define CONFIG_CONC_MAX       100000
 #define CONFIG_NS_MAX         (INET6_ADDRSTRLEN + 8) /* "[v6]:65535" */
+#define CONFIG_AUTH_FAILS_MAX 1000
 
 /* The state of one load: the document being walked and the report being written. */
 struct config_loader {
@@ -141,6 +149,7 @@ struct config_key {
 	config_post_fn *post;         /* MAP, optional */
 	const struct config_enum_name *names; /* ENUM */
 	config_check_fn *check;               /* STRING */
+	bool readable;                        /* STRING: a file that must be readable now */
 	const struct config_list *list;       /* LIST */
 	config_custom_fn *custom;             /* CUSTOM */
 };
@@ -156,6 +165,7 @@ _Static_assert(sizeof(enum config_durability) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_log_level) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_role) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum config_route_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum config_listen_tls) == sizeof(int), "enum size");
 
 /*
  * A route while its mapping is walked: the route, and the values of the two keys that only name
@@ -208,6 +218,7 @@ static bool config_number_ok(struct config_loader *ld, yaml_node_t *node,
                              const struct config_key *keys, const char *name);
 static const char *config_scalar(struct config_loader *ld, yaml_node_t *node, const char *path,
                                  const char *what);
+static const char *config_file_unreadable(const char *path);
 static bool config_node_is_null(const yaml_node_t *node);
 static yaml_node_t *config_find_duplicate(struct config_loader *ld, yaml_node_t *node,
                                           yaml_node_pair_t *pair);
@@ -254,6 +265,12 @@ static void config_priority_value(struct config_loader *ld, const struct config_
 static void config_priority_free_item(void *item);
 static void config_dns_nameservers(struct config_loader *ld, const struct config_key *key,
                                    yaml_node_t *node, const char *path, void *base);
+static void config_tls_post(struct config_loader *ld, yaml_node_t *node, const char *path,
+                            void *base);
+static void config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path,
+                             void *base);
+static bool config_section_has(struct config_loader *ld, yaml_node_t *root, const char *section,
+                               const char *name);
 
 /* value syntax */
 static enum config_num config_digits(const char **sp, uint64_t *out);
@@ -322,7 +339,14 @@ static const struct config_enum_name config_role_names[] = {
 	{ NULL, 0 },
 };
 
-/* listen: [ {address, role}, … ] */
+static const struct config_enum_name config_listen_tls_names[] = {
+	{ "none", CONFIG_LISTEN_TLS_NONE },
+	{ "starttls", CONFIG_LISTEN_TLS_STARTTLS },
+	{ "implicit", CONFIG_LISTEN_TLS_IMPLICIT },
+	{ NULL, 0 },
+};
+
+/* listen: [ {address, role, tls}, … ] */
 static const struct config_key config_listen_keys[] = {
 	{ .name = "address",
 	  .kind = CONFIG_KIND_CUSTOM,
@@ -332,6 +356,10 @@ static const struct config_key config_listen_keys[] = {
 	  .kind = CONFIG_KIND_ENUM,
 	  .offset = CONFIG_LISTEN_OFF(role),
 	  .names = config_role_names },
+	{ .name = "tls",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_LISTEN_OFF(tls),
+	  .names = config_listen_tls_names },
 	{ .name = NULL },
 };
 
@@ -416,7 +444,7 @@ static const struct config_key config_limits_keys[] = {
 };
 
 /* routes: [ {domain, mx | relay | maildir | discard, port, tls, auth, ca_file}, … ] */
-static const struct config_enum_name config_tls_names[] = {
+static const struct config_enum_name config_route_tls_names[] = {
 	{ "none", CONFIG_TLS_NONE },
 	{ "opportunistic", CONFIG_TLS_OPPORTUNISTIC },
 	{ "require", CONFIG_TLS_REQUIRE },
@@ -424,7 +452,7 @@ static const struct config_enum_name config_tls_names[] = {
 };
 
 /* routes[i].auth: walked with the route item as its base (.offset 0). */
-static const struct config_key config_auth_keys[] = {
+static const struct config_key config_route_auth_keys[] = {
 	{ .name = "user",
 	  .kind = CONFIG_KIND_STRING,
 	  .offset = CONFIG_ROUTE_OFF(auth_user),
@@ -467,8 +495,8 @@ static const struct config_key config_route_keys[] = {
 	{ .name = "tls",
 	  .kind = CONFIG_KIND_ENUM,
 	  .offset = CONFIG_ROUTE_OFF(tls),
-	  .names = config_tls_names },
-	{ .name = "auth", .kind = CONFIG_KIND_MAP, .map = config_auth_keys },
+	  .names = config_route_tls_names },
+	{ .name = "auth", .kind = CONFIG_KIND_MAP, .map = config_route_auth_keys },
 	{ .name = "ca_file",
 	  .kind = CONFIG_KIND_STRING,
 	  .offset = CONFIG_ROUTE_OFF(ca_file),
@@ -564,7 +592,60 @@ static const struct config_key config_dns_keys[] = {
 	{ .name = NULL },
 };
 
-/* the top level */
+/* tls: the server's certificate; a listener's tls: says where it is used. */
+static const struct config_enum_name config_tls_version_names[] = {
+	{ "TLSv1.2", TLS1_2_VERSION },
+	{ "TLSv1.3", TLS1_3_VERSION },
+	{ NULL, 0 },
+};
+
+static const struct config_key config_tls_keys[] = {
+	{ .name = "certificate",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(tls_certificate),
+	  .what = CONFIG_WHAT_FILE,
+	  .readable = true },
+	{ .name = "key",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(tls_key),
+	  .what = CONFIG_WHAT_FILE,
+	  .readable = true },
+	{ .name = "min_version",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_OFF(tls_min_version),
+	  .names = config_tls_version_names },
+	{ .name = "ciphers",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(tls_ciphers),
+	  .what = CONFIG_WHAT_CIPHERS },
+	{ .name = NULL },
+};
+
+/* auth: SMTP AUTH for clients (not routes[i].auth, which is petrel logging in to a relay). */
+static const struct config_key config_auth_keys[] = {
+	{ .name = "users_file",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(auth_users_file),
+	  .what = CONFIG_WHAT_FILE,
+	  .readable = true },
+	{ .name = "require_tls", .kind = CONFIG_KIND_BOOL, .offset = CONFIG_OFF(auth_require_tls) },
+	{ .name = "sender_login_match",
+	  .kind = CONFIG_KIND_BOOL,
+	  .offset = CONFIG_OFF(auth_sender_login_match) },
+	{ .name = "max_failures",
+	  .kind = CONFIG_KIND_UINT,
+	  .offset = CONFIG_OFF(auth_max_failures),
+	  .min = 1,
+	  .max = CONFIG_AUTH_FAILS_MAX },
+	{ .name = "failure_window",
+	  .kind = CONFIG_KIND_DURATION,
+	  .offset = CONFIG_OFF(auth_failure_window),
+	  .min = 1,
+	  .max = UINT_MAX },
+	{ .name = NULL },
+};
+
+/* the top level; checks between its sections: config_root_post() */
 static const struct config_key config_root_keys[] = {
 	{ .name = "hostname",
 	  .kind = CONFIG_KIND_STRING,
@@ -598,6 +679,8 @@ static const struct config_key config_root_keys[] = {
 	  .map = config_queue_keys,
 	  .post = config_queue_post },
 	{ .name = "dns", .kind = CONFIG_KIND_MAP, .map = config_dns_keys },
+	{ .name = "tls", .kind = CONFIG_KIND_MAP, .map = config_tls_keys, .post = config_tls_post },
+	{ .name = "auth", .kind = CONFIG_KIND_MAP, .map = config_auth_keys },
 	{ .name = NULL },
 };
 
@@ -737,6 +820,12 @@ config_apply_string(struct config_loader *ld, const struct config_key *key, yaml
 	why = key->check != NULL ? key->check(copy) : NULL;
 	if (why != NULL) {
 		config_error_expected(ld, node, path, what, why);
+		free(copy);
+		return;
+	}
+	why = key->readable ? config_file_unreadable(copy) : NULL;
+	if (why != NULL) {
+		config_error(ld, &node->start_mark, path, "cannot read: %s", why);
 		free(copy);
 		return;
 	}
@@ -969,6 +1058,31 @@ config_scalar(struct config_loader *ld, yaml_node_t *node, const char *path, con
 	return (const char *)node->data.scalar.value;
 }
 
+/*
+ * NULL if `path` is a regular file that can be opened for reading now, else why not (strerror).
+ * Opened rather than access()ed: that is the question the module reading it later asks.
+ * O_NONBLOCK: a FIFO must not hang the load.
+ */
+static const char *
+config_file_unreadable(const char *path)
+{
+	const char *why = NULL;
+	struct stat st;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0)
+		return strerror(errno);
+	if (fstat(fd, &st) < 0)
+		why = strerror(errno);
+	else if (S_ISDIR(st.st_mode))
+		why = strerror(EISDIR);
+	else if (!S_ISREG(st.st_mode))
+		why = "not a regular file";
+	close(fd);
+	return why;
+}
+
 /* `key:` with nothing after it, or a plain ~ / null. Quoted "" is an (empty) string. */
 static bool
 config_node_is_null(const yaml_node_t *node)
@@ -1150,6 +1264,7 @@ config_listen_item(struct config_loader *ld, yaml_node_t *node, const char *path
 	size_t j;
 
 	l->role = CONFIG_ROLE_RELAY;
+	l->tls = CONFIG_LISTEN_TLS_DEFAULT;
 	l->line = (unsigned)node->start_mark.line + 1;
 	config_walk_mapping(ld, node, path, config_listen_keys, l);
 	if (ld->nerrors != before || l->addrlen == 0)
@@ -1672,6 +1787,78 @@ config_dns_nameservers(struct config_loader *ld, const struct config_key *key, y
 	}
 	free(cfg->nameservers);
 	cfg->nameservers = joined;
+}
+
+/* tls: certificate and key go together (one given but bad still counts as given). */
+static void
+config_tls_post(struct config_loader *ld, yaml_node_t *node, const char *path, void *base)
+{
+	bool certificate = config_mapping_key(ld, node, "certificate") != NULL;
+	bool key = config_mapping_key(ld, node, "key") != NULL;
+
+	(void)base;
+	if (certificate != key)
+		config_error(ld, &node->start_mark, path,
+		             "missing key '%s' (certificate and key go together)",
+		             certificate ? "key" : "certificate");
+}
+
+/*
+ * Checks between sections, once the whole file was walked (tls: and auth: may come after
+ * listen:): a listener with tls: starttls or implicit needs tls.certificate, and a submission
+ * listener needs auth.users_file. On the listen list as installed: if one of its items was bad,
+ * the default list stays (it needs neither) and the bad item was reported already. A
+ * certificate or users_file given but bad was reported too, so it counts as given here.
+ */
+static void
+config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path, void *base)
+{
+	struct petrel_config *cfg = base;
+	const struct config_listen *l;
+	char kpath[CONFIG_PATH_MAX];
+	bool certificate, users;
+	yaml_node_t *list, *item, *v;
+	size_t i, n = 0;
+
+	certificate =
+	        cfg->tls_certificate != NULL || config_section_has(ld, node, "tls", "certificate");
+	users = cfg->auth_users_file != NULL || config_section_has(ld, node, "auth", "users_file");
+	list = config_mapping_value(ld, node, "listen");
+	if (list != NULL && list->type == YAML_SEQUENCE_NODE)
+		n = (size_t)(list->data.sequence.items.top - list->data.sequence.items.start);
+	for (i = 0; i < cfg->nlisten && i < n; i++) {
+		l = &cfg->listen[i];
+		if (l->line == 0) /* a default, not from the file */
+			break;
+		item = yaml_document_get_node(ld->doc, list->data.sequence.items.start[i]);
+		if (item == NULL)
+			continue;
+		if (!certificate && (l->tls == CONFIG_LISTEN_TLS_STARTTLS ||
+		                     l->tls == CONFIG_LISTEN_TLS_IMPLICIT)) {
+			v = config_mapping_value(ld, item, "tls");
+			config_path(kpath, sizeof(kpath), "%slisten[%zu].tls", path, i);
+			config_error(ld, v != NULL ? &v->start_mark : &item->start_mark, kpath,
+			             "%s needs tls.certificate",
+			             l->tls == CONFIG_LISTEN_TLS_IMPLICIT ? "implicit"
+			                                                  : "starttls");
+		}
+		if (!users && l->role == CONFIG_ROLE_SUBMISSION) {
+			v = config_mapping_value(ld, item, "role");
+			config_path(kpath, sizeof(kpath), "%slisten[%zu].role", path, i);
+			config_error(ld, v != NULL ? &v->start_mark : &item->start_mark, kpath,
+			             "submission needs auth.users_file");
+		}
+	}
+}
+
+/* Does mapping `section` of the top level have key `name` (whatever its value)? */
+static bool
+config_section_has(struct config_loader *ld, yaml_node_t *root, const char *section,
+                   const char *name)
+{
+	yaml_node_t *v = config_mapping_value(ld, root, section);
+
+	return v != NULL && config_mapping_key(ld, v, name) != NULL;
 }
 
 /*
@@ -2246,6 +2433,13 @@ config_new_defaults(const char *name)
 	cfg->delay_warning = 4 * 3600;
 	cfg->concurrency = 500;
 	cfg->concurrency_per_destination = 20;
+
+	/* No certificate (no TLS) and no users file (no AUTH) until the file names them. */
+	cfg->tls_min_version = TLS1_2_VERSION;
+	cfg->auth_require_tls = true;
+	cfg->auth_sender_login_match = false;
+	cfg->auth_max_failures = 5;
+	cfg->auth_failure_window = 15 * 60;
 	return cfg;
 
 fail:
@@ -2282,11 +2476,13 @@ config_load_document(struct config_loader *ld, yaml_parser_t *parser, const char
 	root = yaml_document_get_root_node(&doc);
 	/* No document at all (empty file, only comments) or a bare "---": all defaults. */
 	if (root != NULL && !config_node_is_null(root)) {
-		if (root->type == YAML_MAPPING_NODE)
+		if (root->type == YAML_MAPPING_NODE) {
 			config_walk_mapping(ld, root, "", config_root_keys, cfg);
-		else
+			config_root_post(ld, root, "", cfg);
+		} else {
 			config_error_expected(ld, root, "", "a mapping of keys at the top level",
 			                      NULL);
+		}
 	}
 	ld->doc = NULL;
 	yaml_document_delete(&doc);
@@ -2441,6 +2637,10 @@ config_free(struct petrel_config *cfg)
 		config_priority_free_item(&cfg->priorities[i]);
 	free(cfg->priorities);
 	free(cfg->nameservers);
+	free(cfg->tls_certificate);
+	free(cfg->tls_key);
+	free(cfg->tls_ciphers);
+	free(cfg->auth_users_file);
 	free(cfg->spool);
 	free(cfg->hostname);
 	free(cfg->path);
@@ -2533,6 +2733,15 @@ config_is_local_domain(const struct petrel_config *cfg, const char *domain, size
 			return true;
 	}
 	return false;
+}
+
+enum config_listen_tls
+config_listen_tls_effective(const struct petrel_config *cfg, const struct config_listen *l)
+{
+	if (l->tls != CONFIG_LISTEN_TLS_DEFAULT)
+		return l->tls;
+	return cfg != NULL && cfg->tls_certificate != NULL ? CONFIG_LISTEN_TLS_STARTTLS
+	                                                   : CONFIG_LISTEN_TLS_NONE;
 }
 
 /* What a routes: list without "*" falls back to: {domain: "*", mx: true}, port 25. */

@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 
+#include "petrel/auth.h"
 #include "petrel/config.h"
 #include "petrel/dns.h"
 #include "petrel/log.h"
@@ -20,7 +21,8 @@
 #include "petrel/scheduler.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
-
+#include "petrel/tls.h"
+#include "petrel/worker.h"
 #ifndef PETREL_DEFAULT_CONFIG
 #define PETREL_DEFAULT_CONFIG "/etc/petrel/petrel.yaml"
 #endif
@@ -33,6 +35,10 @@ struct petrel {
 	struct dns *dns;
 	struct scheduler *sched;
 	struct smtp_server *srv;
+	struct tls_server *tls;
+	struct auth_users *users;
+	struct auth_throttle *throttle;
+	struct worker_pool *auth_workers;
 	unsigned draining; /* parts still finishing after a stop signal (inbound, outbound) */
 	struct event *sig_term, *sig_int, *sig_hup, *grace;
 	bool stopping;
@@ -98,15 +104,41 @@ petrel_grace_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(p->base, NULL);
 }
 
+/*
+ * SIGHUP: load the certificate and key again; new connections use them, running ones keep
+ * theirs. A failure keeps the old ones. (Reloading the rest of the configuration is not
+ * supported by this version: it is logged.)
+ */
+static void
+petrel_reload_tls(struct petrel *p)
+{
+	struct tls_server *fresh;
+	char *err = NULL;
+
+	log_info("petrel SIGHUP: reloading TLS certificates (other settings need a restart)");
+	if (p->cfg->tls_certificate == NULL)
+		return;
+	fresh = tls_server_new(p->cfg->tls_certificate, p->cfg->tls_key, p->cfg->tls_min_version,
+	                       p->cfg->tls_ciphers, &err);
+	if (fresh == NULL) {
+		log_error("petrel tls reload failed, keeping the old certificate: %s",
+		          err ? err : "out of memory");
+		free(err);
+		return;
+	}
+	tls_server_free(p->tls);
+	p->tls = fresh;
+	p->srv->tls = fresh;
+	log_info("petrel tls reloaded certificate=%s", p->cfg->tls_certificate);
+}
+
 static void
 petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct petrel *p = arg;
 	struct timeval tv = { PETREL_SHUTDOWN_GRACE, 0 };
-
 	if (sig == SIGHUP) {
-		log_warn("petrel SIGHUP: configuration reload is not supported by this version; "
-		         "restart to apply changes");
+		petrel_reload_tls(p);
 		return;
 	}
 	if (p->stopping) {
@@ -181,7 +213,7 @@ petrel_run(struct petrel *p)
 		log_error("petrel %s", err ? err : "cannot start the resolver");
 		free(err);
 		return 1;
-	}	/* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
+	} /* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
 	dns_set_timeout(p->dns, 2000, 2);
 	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns)) == NULL) {
 		log_error("petrel cannot start the queue");
@@ -197,6 +229,36 @@ petrel_run(struct petrel *p)
 	if ((p->srv = smtp_server_new(p->base, p->cfg, p->spool)) == NULL) {
 		log_error("petrel out of memory");
 		return 1;
+	}
+	if (p->cfg->tls_certificate) {
+		p->tls = tls_server_new(p->cfg->tls_certificate, p->cfg->tls_key,
+		                        p->cfg->tls_min_version, p->cfg->tls_ciphers, &err);
+		if (p->tls == NULL) {
+			log_error("petrel %s", err ? err : "cannot set up TLS");
+			free(err);
+			return 1;
+		}
+		p->srv->tls = p->tls;
+	}
+	if (p->cfg->auth_users_file) {
+		p->users = auth_users_load(p->cfg->auth_users_file, &err);
+		if (p->users == NULL) {
+			log_error("petrel %s", err ? err : "cannot load the users file");
+			free(err);
+			return 1;
+		}
+		p->throttle =
+		        auth_throttle_new(p->cfg->auth_max_failures, p->cfg->auth_failure_window);
+		p->auth_workers = worker_pool_new(p->base, 1);
+		if (p->throttle == NULL || p->auth_workers == NULL) {
+			log_error("petrel out of memory");
+			return 1;
+		}
+		p->srv->users = p->users;
+		p->srv->throttle = p->throttle;
+		p->srv->workers = p->auth_workers;
+		log_info("auth users=%zu require_tls=%s", auth_users_count(p->users),
+		         p->cfg->auth_require_tls ? "yes" : "no");
 	}
 	if (smtp_server_listen(p->srv, &err) == -1) {
 		log_error("petrel %s", err ? err : "cannot listen");
@@ -257,8 +319,12 @@ petrel_cleanup(struct petrel *p)
 		         (unsigned long long)qs.deferred, (unsigned long long)qs.bounced,
 		         (unsigned long long)qs.expired, (unsigned long long)qs.dsns);
 	}
+	worker_pool_free(p->auth_workers); /* before the sessions its jobs point to */
 	smtp_server_free(p->srv);
 	scheduler_free(p->sched);
+	auth_throttle_free(p->throttle);
+	auth_users_free(p->users);
+	tls_server_free(p->tls);
 	dns_free(p->dns);
 	if (p->spool)
 		spool_set_queue_hook(p->spool, NULL, NULL);

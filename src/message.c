@@ -146,7 +146,8 @@ message_add_rcpt(struct message *msg, const char *addr, unsigned notify, const c
 }
 
 size_t
-message_received_header(const struct message *msg, const char *by, char *buf, size_t bufsize)
+message_received_header(const struct message *msg, const char *by, const char *tls, char *buf,
+			size_t bufsize)
 {
 	char date[64];
 	struct tm tm;
@@ -158,16 +159,18 @@ message_received_header(const struct message *msg, const char *by, char *buf, si
 	if (msg->nrcpts == 1)
 		n = snprintf(buf, bufsize,
 		             "Received: from %s ([%s])\r\n"
-		             "\tby %s (petrel) with %s id %s\r\n"
+		             "\tby %s (petrel) with %s%s%s%s id %s\r\n"
 		             "\tfor <%s>; %s\r\n",
 		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
+			     tls ? " (using " : "", tls ? tls : "", tls ? ")" : "",
 		             msg->id, msg->rcpts[0].addr, date);
 	else
 		n = snprintf(buf, bufsize,
 		             "Received: from %s ([%s])\r\n"
-		             "\tby %s (petrel) with %s id %s;\r\n"
+		             "\tby %s (petrel) with %s%s%s%s id %s;\r\n"
 		             "\t%s\r\n",
 		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
+			     tls ? " (using " : "", tls ? tls : "", tls ? ")" : "",
 		             msg->id, date);
 	if (n < 0 || (size_t)n >= bufsize)
 		return 0;

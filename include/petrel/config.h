@@ -34,12 +34,20 @@ enum config_log_level {
 	CONFIG_LOG_DEBUG,
 };
 
+enum config_listen_tls {
+	CONFIG_LISTEN_TLS_DEFAULT = 0, /* starttls when tls.certificate is set, else none */
+	CONFIG_LISTEN_TLS_NONE,        /* no STARTTLS offered */
+	CONFIG_LISTEN_TLS_STARTTLS,    /* STARTTLS offered (RFC 3207); needs tls.certificate */
+	CONFIG_LISTEN_TLS_IMPLICIT,    /* TLS from the first byte (RFC 8314, port 465) */
+};
+
 struct config_listen {
 	char *address;                /* as written: "127.0.0.1:2525", "[::1]:2525", "*:25" */
 	struct sockaddr_storage addr; /* resolved numerically (no DNS) */
 	socklen_t addrlen;
 	enum config_role role;
-	unsigned line; /* line of the entry in the file, for messages */
+	enum config_listen_tls tls; /* key `tls:` none|starttls|implicit */
+	unsigned line;              /* line of the entry in the file, for messages */
 };
 
 /* routes: — where mail for a domain goes (first match wins). */
@@ -127,6 +135,22 @@ struct petrel_config {
 	/* dns: */
 	char *nameservers; /* "127.0.0.1:5353,[::1]:53" joined from the list, or NULL
 	                    * for /etc/resolv.conf; key dns.nameservers: [..] */
+
+	/* tls: — the server certificate (inbound STARTTLS and implicit TLS). The loader checks
+	 * that the files (and auth.users_file) can be read, not what they hold: tls and auth do. */
+	char *tls_certificate; /* tls.certificate: PEM chain (leaf first); NULL = no TLS */
+	char *tls_key;         /* tls.key: PEM private key; required with certificate */
+	int tls_min_version;   /* tls.min_version: TLSv1.2 (default) | TLSv1.3, as the
+	                        * OpenSSL constant TLS1_2_VERSION / TLS1_3_VERSION */
+	char *tls_ciphers;     /* tls.ciphers: OpenSSL cipher list for TLS <= 1.2, NULL = default */
+
+	/* auth: — SMTP AUTH for clients (RFC 4954) */
+	char *auth_users_file; /* auth.users_file: "name:crypt-hash" lines; NULL = no AUTH */
+	bool auth_require_tls; /* auth.require_tls: default true (AUTH only after STARTTLS) */
+	bool auth_sender_login_match; /* auth.sender_login_match: default false */
+	unsigned auth_max_failures;   /* auth.max_failures: failures per IP before 421, default 5;
+	                               * 1..1000 */
+	unsigned auth_failure_window; /* auth.failure_window: seconds, default 15m; >= 1 */
 };
 
 /*
@@ -178,6 +202,12 @@ const struct config_route *config_route_for(const struct petrel_config *cfg, con
  * trailing dot ignored, exactly (no subdomains). */
 int config_priority_for(const struct petrel_config *cfg, const char *sender_domain,
                         const char *const *rcpt_domains, size_t nrcpt_domains);
+
+/* What listener `l` of `cfg` speaks: its tls: as written, or for CONFIG_LISTEN_TLS_DEFAULT
+ * (no tls: key) STARTTLS when cfg->tls_certificate is set, else NONE. Never returns DEFAULT.
+ * cfg may be NULL (no certificate). */
+enum config_listen_tls config_listen_tls_effective(const struct petrel_config *cfg,
+                                                   const struct config_listen *l);
 
 /* Is `domain` (case-insensitive, trailing dot ignored) one of the local domains? */
 bool config_is_local_domain(const struct petrel_config *cfg, const char *domain, size_t len);

@@ -25,11 +25,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
+#include "petrel/auth.h"
 #include "petrel/log.h"
 #include "petrel/message.h"
 #include "petrel/net/conn_table.h"
@@ -39,12 +37,39 @@
 #include "petrel/smtp/reply.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
-
+#include "petrel/tls.h"
+#include "petrel/worker.h"
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #define SMTP_INPUT_HIGH   (256 * 1024) /* stop reading while this much input waits */
 #define SMTP_OUTPUT_HIGH  (64 * 1024)  /* stop handling input while replies pile up */
 #define SMTP_SPOOL_FLUSH  (64 * 1024)  /* write the body to the spool file past this */
 #define SMTP_DATA_PEEK    16           /* iovecs looked at per round in DATA/BDAT */
 #define SMTP_RECEIVED_MAX 2048
+
+enum smtp_sasl {
+	SMTP_SASL_NONE = 0,
+	SMTP_SASL_PLAIN,      /* 334 sent, waiting for the PLAIN response */
+	SMTP_SASL_LOGIN_USER, /* 334 Username: sent */
+	SMTP_SASL_LOGIN_PASS, /* 334 Password: sent */
+};
+
+/* A password check running on a worker thread. `s` is NULL once the session has gone. */
+struct smtp_auth_job {
+	struct smtp_session *s;
+	const struct auth_users *users;
+	char user[AUTH_NAME_MAX + 1];
+	size_t user_len;
+	char pass[AUTH_PASS_MAX + 1];
+	size_t pass_len;
+	const char *mech;
+	bool ok;
+};
 
 /* One mail transaction: MAIL .. end of data. Freed as a unit (RSET, end of message). */
 struct smtp_tx {
@@ -82,6 +107,15 @@ struct smtp_session {
 	struct spool_job *job;         /* pending commit, cancelled if we go */
 	const char *line; /* the command being handled (on the stack of smtp_session_line) */
 	size_t line_len;
+	bool tls;           /* TLS is up (STARTTLS done, or implicit) */
+	bool tls_handshake; /* handshake under way */
+	bool authenticated;
+	enum smtp_sasl sasl;            /* where a SASL exchange stands */
+	char *auth_user;                /* after AUTH: the login name */
+	char *login_user;               /* AUTH LOGIN: the name, until the password comes */
+	struct smtp_auth_job *auth_job; /* password check on a worker, cancelled if we go */
+	struct event *auth_timer;       /* delays a failed AUTH's reply (throttling) */
+	char tls_info[96];              /* "TLSv1.3 cipher=… bits=…" */
 	struct sockaddr_storage peer;
 	char peer_str[INET6_ADDRSTRLEN];
 };
@@ -109,6 +143,11 @@ static void smtp_proceed_vrfy(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_expn(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd);
+static void smtp_session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void smtp_session_read_cb(struct bufferevent *bev, void *arg);
+static void smtp_session_write_cb(struct bufferevent *bev, void *arg);
 
 #define ST(x)   (1u << SMTP_STATE_##x)
 #define ST_IDLE (ST(GREET) | ST(HELO) | ST(MAIL) | ST(RCPT))
@@ -130,9 +169,8 @@ static const struct {
 	[SMTP_VERB_VRFY] = { ST_ANY, smtp_proceed_vrfy },
 	[SMTP_VERB_EXPN] = { ST_ANY, smtp_proceed_expn },
 	[SMTP_VERB_HELP] = { ST_ANY, smtp_proceed_help },
-	/* Not offered (yet): STARTTLS and AUTH are not advertised, so they are not implemented. */
-	[SMTP_VERB_STARTTLS] = { ST_ANY, smtp_proceed_not_implemented },
-	[SMTP_VERB_AUTH] = { ST_ANY, smtp_proceed_not_implemented },
+	[SMTP_VERB_STARTTLS] = { ST_IDLE, smtp_proceed_starttls },
+	[SMTP_VERB_AUTH] = { ST(GREET) | ST(HELO), smtp_proceed_auth },
 	[SMTP_VERB_SEND] = { ST_ANY, smtp_proceed_not_implemented },
 	[SMTP_VERB_SOML] = { ST_ANY, smtp_proceed_not_implemented },
 	[SMTP_VERB_SAML] = { ST_ANY, smtp_proceed_not_implemented },
@@ -208,7 +246,8 @@ smtp_tx_spool_begin(struct smtp_session *s)
 
 	if (tx->spooling)
 		return 0;
-	hlen = message_received_header(tx->msg, s->srv->cfg->hostname, hdr, sizeof(hdr));
+	hlen = message_received_header(tx->msg, s->srv->cfg->hostname, s->tls ? s->tls_info : NULL,
+	                               hdr, sizeof(hdr));
 	if (hlen == 0 || spool_msg_begin(s->srv->spool, tx->msg, hdr, hlen) == -1) {
 		log_error("%016llx smtp spool failed id=%s error=\"%s\"", (unsigned long long)s->id,
 		          tx->msg->id, strerror(errno));
@@ -327,6 +366,11 @@ smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *li
 		line = s->line;
 		len = s->line_len;
 	}
+	if (len >= 4 && strncasecmp(line, "AUTH", 4) == 0 && len > 4) {
+		/* Never log an AUTH argument: it may carry credentials. */
+		line = "AUTH (arguments not logged)";
+		len = strlen(line);
+	}
 	const struct smtp_reply *r = smtp_reply_get(id);
 	char esc[128];
 
@@ -382,9 +426,359 @@ smtp_session_wrong_state(const struct smtp_session *s, enum smtp_verb verb)
 		if (s->state == SMTP_STATE_GREET)
 			return SMTP_REPLY_NEED_HELO;
 		return s->state == SMTP_STATE_MAIL ? SMTP_REPLY_NEED_RCPT : SMTP_REPLY_NEED_MAIL;
+	case SMTP_VERB_AUTH:
+		return s->state == SMTP_STATE_GREET ? SMTP_REPLY_NEED_HELO : SMTP_REPLY_AUTH_IN_TXN;
 	default:
 		return SMTP_REPLY_BAD_SEQUENCE;
 	}
+}
+
+/* ---- STARTTLS and AUTH ---- */
+
+static bool
+smtp_session_tls_offered(const struct smtp_session *s)
+{
+	return !s->tls && s->srv->tls != NULL &&
+	       config_listen_tls_effective(s->srv->cfg, s->listen) == CONFIG_LISTEN_TLS_STARTTLS;
+}
+
+static bool
+smtp_session_auth_offered(const struct smtp_session *s)
+{
+	return s->srv->users != NULL && !s->authenticated &&
+	       (s->tls || !s->srv->cfg->auth_require_tls);
+}
+
+/*
+ * auth.sender_login_match: the login must be the whole reverse path, or its local part when
+ * the login has no '@' and the sender's domain is one of ours.
+ */
+static bool
+smtp_session_owns_sender(const struct smtp_session *s, const struct smtp_path *path)
+{
+	const char *user = s->auth_user;
+	size_t ulen = strlen(user), local_len;
+
+	if (path->null)
+		return true; /* bounces carry no owner */
+	if (strcasecmp(path->addr, user) == 0)
+		return true;
+	local_len = path->domain_off > 0 ? path->domain_off - 1 : path->len;
+	return strchr(user, '@') == NULL && local_len == ulen &&
+	       strncmp(path->addr, user, ulen) == 0 &&
+	       config_is_local_domain(s->srv->cfg, path->addr + path->domain_off,
+	                              path->len - path->domain_off);
+}
+
+/* Take over the callbacks and timeouts of a new (TLS) bufferevent. */
+static void
+smtp_session_use_bev(struct smtp_session *s, struct bufferevent *bev)
+{
+	s->bev = bev;
+	bufferevent_setcb(bev, smtp_session_read_cb, smtp_session_write_cb, smtp_session_event_cb,
+	                  s);
+	bufferevent_setwatermark(bev, EV_READ, 0, SMTP_INPUT_HIGH);
+	smtp_session_set_timeouts(s, false);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/*
+ * STARTTLS (RFC 3207): answer 220 in the clear, throw away whatever the client pipelined after
+ * the command (never execute plaintext inside the TLS session: CVE-2011-0411), forget
+ * everything learnt so far (HELO, transaction, AUTH), and put a TLS filter over the socket.
+ */
+static void
+smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct bufferevent *filter;
+	size_t pending = evbuffer_get_length(in);
+	SSL *ssl;
+
+	if (s->tls) {
+		smtp_session_error(s, SMTP_REPLY_TLS_ACTIVE, NULL, 0);
+		return;
+	}
+	if (!smtp_session_tls_offered(s)) {
+		smtp_session_error(s, SMTP_REPLY_NOT_IMPLEMENTED, NULL, 0);
+		return;
+	}
+	if ((ssl = tls_server_ssl(s->srv->tls)) == NULL) {
+		smtp_session_reply(s, SMTP_REPLY_TLS_UNAVAILABLE);
+		return;
+	}
+	smtp_session_reply(s, SMTP_REPLY_TLS_READY);
+	if (pending > 0) {
+		log_info("%016llx smtp starttls discarded-pipelined-octets=%zu",
+		         (unsigned long long)s->id, pending);
+		evbuffer_drain(in, pending);
+	}
+	smtp_tx_free(s);
+	free(s->helo);
+	s->helo = NULL;
+	s->esmtp = false;
+	smtp_session_set_state(s, SMTP_STATE_GREET);
+	filter =
+	        bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
+	                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (filter == NULL) {
+		SSL_free(ssl);
+		smtp_session_close(s, SMTP_REPLY_TLS_UNAVAILABLE, "tls-setup");
+		return;
+	}
+	/* From here the filter owns the plain bufferevent, and we own the filter. The 220 is
+	 * already queued on the plain one, so it leaves before the handshake. */
+	s->tls_handshake = true;
+	smtp_session_use_bev(s, filter);
+}
+
+static void smtp_session_auth_check(struct smtp_session *s, const char *user, size_t ulen,
+                                    const char *pass, size_t plen, const char *mech);
+
+/* The delayed 535 of a throttled failure. */
+static void
+smtp_session_auth_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct smtp_session *s = arg;
+
+	smtp_session_set_state(s, s->helo ? SMTP_STATE_HELO : SMTP_STATE_GREET);
+	smtp_session_error(s, SMTP_REPLY_AUTH_FAILED, "AUTH", 4);
+	smtp_session_process(s);
+	smtp_session_settle(s);
+}
+
+/* Decode a base64 SASL response; "=" is the empty response (RFC 4954 §4). */
+static long
+smtp_session_sasl_decode(const char *in, size_t len, unsigned char *out, size_t outsize)
+{
+	if (len == 1 && in[0] == '=')
+		return 0;
+	return auth_base64_decode(in, len, out, outsize);
+}
+
+static void
+smtp_session_sasl_plain(struct smtp_session *s, const char *resp, size_t len)
+{
+	unsigned char buf[AUTH_LINE_MAX];
+	const char *authz, *user, *pass;
+	size_t authz_len, user_len, pass_len;
+	long n = smtp_session_sasl_decode(resp, len, buf, sizeof(buf));
+
+	if (n < 0 || auth_plain_parse(buf, (size_t)n, &authz, &authz_len, &user, &user_len, &pass,
+	                              &pass_len) == -1) {
+		OPENSSL_cleanse(buf, sizeof(buf));
+		smtp_session_error(s, SMTP_REPLY_AUTH_SYNTAX, "AUTH PLAIN (response)", 21);
+		return;
+	}
+	if (authz_len > 0 && (authz_len != user_len || memcmp(authz, user, user_len) != 0)) {
+		/* We act for nobody else: an authorization identity must be the login itself. */
+		OPENSSL_cleanse(buf, sizeof(buf));
+		smtp_session_auth_check(s, "", 0, "", 0, "PLAIN");
+		return;
+	}
+	smtp_session_auth_check(s, user, user_len, pass, pass_len, "PLAIN");
+	OPENSSL_cleanse(buf, sizeof(buf));
+}
+
+/* One line of a SASL exchange (after a 334). */
+static void
+smtp_session_sasl_line(struct smtp_session *s, const char *line, size_t len)
+{
+	unsigned char buf[AUTH_LINE_MAX];
+	enum smtp_sasl step = s->sasl;
+	long n;
+
+	s->sasl = SMTP_SASL_NONE;
+	if (len == 1 && line[0] == '*') {
+		free(s->login_user);
+		s->login_user = NULL;
+		smtp_session_error(s, SMTP_REPLY_AUTH_CANCELLED, "AUTH (cancelled)", 16);
+		return;
+	}
+	switch (step) {
+	case SMTP_SASL_PLAIN:
+		smtp_session_sasl_plain(s, line, len);
+		return;
+	case SMTP_SASL_LOGIN_USER:
+		n = smtp_session_sasl_decode(line, len, buf, sizeof(buf) - 1);
+		if (n <= 0 || n > AUTH_NAME_MAX || memchr(buf, '\0', (size_t)n) != NULL) {
+			smtp_session_error(s, SMTP_REPLY_AUTH_SYNTAX, "AUTH LOGIN (user)", 17);
+			return;
+		}
+		free(s->login_user);
+		s->login_user = strndup((const char *)buf, (size_t)n);
+		s->sasl = SMTP_SASL_LOGIN_PASS;
+		bufferevent_write(s->bev, "334 UGFzc3dvcmQ6\r\n", 18); /* "Password:" */
+		return;
+	case SMTP_SASL_LOGIN_PASS:
+		n = smtp_session_sasl_decode(line, len, buf, sizeof(buf));
+		if (n < 0 || s->login_user == NULL) {
+			OPENSSL_cleanse(buf, sizeof(buf));
+			smtp_session_error(s, SMTP_REPLY_AUTH_SYNTAX, "AUTH LOGIN (password)", 21);
+			return;
+		}
+		smtp_session_auth_check(s, s->login_user, strlen(s->login_user), (const char *)buf,
+		                        (size_t)n, "LOGIN");
+		OPENSSL_cleanse(buf, sizeof(buf));
+		free(s->login_user);
+		s->login_user = NULL;
+		return;
+	default:
+		return;
+	}
+}
+
+static void
+smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd)
+{
+	const char *mech = cmd->u.auth.mech, *ir = cmd->u.auth.initial;
+	size_t mlen = cmd->u.auth.mech_len, irlen = cmd->u.auth.initial_len;
+	bool blocked = false;
+
+	if (s->srv->users == NULL) {
+		smtp_session_error(s, SMTP_REPLY_NOT_IMPLEMENTED, "AUTH", 4);
+		return;
+	}
+	if (s->authenticated) {
+		smtp_session_error(s, SMTP_REPLY_AUTH_ALREADY, "AUTH", 4);
+		return;
+	}
+	if (!s->esmtp) {
+		smtp_session_error(s, SMTP_REPLY_NEED_HELO, "AUTH", 4);
+		return;
+	}
+	if (!s->tls && s->srv->cfg->auth_require_tls) {
+		smtp_session_error(s, SMTP_REPLY_AUTH_NEEDS_TLS, "AUTH", 4);
+		return;
+	}
+	auth_throttle_delay(s->srv->throttle, (struct sockaddr *)&s->peer, time(NULL), &blocked);
+	if (blocked) {
+		log_info("%016llx smtp auth refused reason=throttled", (unsigned long long)s->id);
+		smtp_session_close(s, SMTP_REPLY_AUTH_THROTTLED, "auth-throttled");
+		return;
+	}
+	if (mlen == 5 && strncasecmp(mech, "PLAIN", 5) == 0) {
+		if (ir != NULL) {
+			smtp_session_sasl_plain(s, ir, irlen);
+			return;
+		}
+		s->sasl = SMTP_SASL_PLAIN;
+		bufferevent_write(s->bev, "334 \r\n", 6);
+		return;
+	}
+	if (mlen == 5 && strncasecmp(mech, "LOGIN", 5) == 0) {
+		if (ir != NULL) {
+			s->sasl = SMTP_SASL_LOGIN_USER;
+			smtp_session_sasl_line(s, ir, irlen);
+			return;
+		}
+		s->sasl = SMTP_SASL_LOGIN_USER;
+		bufferevent_write(s->bev, "334 VXNlcm5hbWU6\r\n", 18); /* "Username:" */
+		return;
+	}
+	smtp_session_error(s, SMTP_REPLY_AUTH_MECH, "AUTH", 4);
+}
+
+/* The verdict of a password check (on the loop thread): reply, log, throttle. */
+static void
+smtp_session_auth_result(struct smtp_session *s, bool ok, const char *user, size_t ulen,
+                         const char *mech)
+{
+	char esc[96];
+	bool blocked = false;
+	unsigned delay;
+	struct timeval tv = { 0, 0 };
+
+	log_escape(esc, sizeof(esc), user, ulen);
+	smtp_session_set_state(s, s->helo ? SMTP_STATE_HELO : SMTP_STATE_GREET);
+	if (ok) {
+		free(s->auth_user);
+		s->auth_user = strndup(user, ulen);
+		s->authenticated = s->auth_user != NULL;
+		s->may_relay = true;
+		log_info("%016llx smtp auth user=\"%s\" mech=%s result=ok",
+		         (unsigned long long)s->id, esc, mech);
+		smtp_session_reply(s, SMTP_REPLY_AUTH_OK);
+		return;
+	}
+	log_info("%016llx smtp auth user=\"%s\" mech=%s result=failed", (unsigned long long)s->id,
+	         esc, mech);
+	auth_throttle_fail(s->srv->throttle, (struct sockaddr *)&s->peer, time(NULL));
+	delay = auth_throttle_delay(s->srv->throttle, (struct sockaddr *)&s->peer, time(NULL),
+	                            &blocked);
+	if (blocked) {
+		smtp_session_close(s, SMTP_REPLY_AUTH_THROTTLED, "auth-throttled");
+		return;
+	}
+	if (delay == 0 ||
+	    (s->auth_timer == NULL &&
+	     (s->auth_timer = evtimer_new(s->srv->base, smtp_session_auth_timer_cb, s)) == NULL)) {
+		smtp_session_error(s, SMTP_REPLY_AUTH_FAILED, "AUTH", 4);
+		return;
+	}
+	/* Brute force is slow: the 535 comes only after the delay; input waits meanwhile. */
+	smtp_session_set_state(s, SMTP_STATE_WAIT);
+	tv.tv_sec = delay;
+	evtimer_add(s->auth_timer, &tv);
+}
+
+static void
+smtp_session_auth_work(void *arg)
+{
+	struct smtp_auth_job *job = arg;
+
+	job->ok = job->user_len > 0 &&
+	          auth_users_check(job->users, job->user, job->user_len, job->pass, job->pass_len);
+	OPENSSL_cleanse(job->pass, sizeof(job->pass));
+}
+
+static void
+smtp_session_auth_done(void *arg, bool cancelled)
+{
+	struct smtp_auth_job *job = arg;
+	struct smtp_session *s = job->s;
+
+	if (s != NULL && !cancelled) {
+		s->auth_job = NULL;
+		smtp_session_auth_result(s, job->ok, job->user, job->user_len, job->mech);
+		if (s->state != SMTP_STATE_WAIT)
+			smtp_session_process(s);
+		smtp_session_settle(s);
+	} else if (s != NULL) {
+		s->auth_job = NULL;
+	}
+	OPENSSL_cleanse(job, sizeof(*job));
+	free(job);
+}
+
+/* Check the credentials on a worker thread (crypt is slow on purpose); WAIT meanwhile. */
+static void
+smtp_session_auth_check(struct smtp_session *s, const char *user, size_t ulen, const char *pass,
+                        size_t plen, const char *mech)
+{
+	struct smtp_auth_job *job;
+
+	if (ulen > AUTH_NAME_MAX || plen > AUTH_PASS_MAX ||
+	    (job = calloc(1, sizeof(*job))) == NULL) {
+		smtp_session_auth_result(s, false, user, ulen > AUTH_NAME_MAX ? 0 : ulen, mech);
+		return;
+	}
+	job->s = s;
+	job->users = s->srv->users;
+	memcpy(job->user, user, ulen);
+	job->user_len = ulen;
+	memcpy(job->pass, pass, plen);
+	job->pass_len = plen;
+	job->mech = mech;
+	if (worker_submit(s->srv->workers, smtp_session_auth_work, smtp_session_auth_done, job) ==
+	    -1) {
+		OPENSSL_cleanse(job, sizeof(*job));
+		free(job);
+		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
+		return;
+	}
+	s->auth_job = job;
+	smtp_session_set_state(s, SMTP_STATE_WAIT);
 }
 
 static void
@@ -407,6 +801,8 @@ smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 		struct smtp_ehlo_info info = {
 			.hostname = s->srv->cfg->hostname,
 			.max_size = s->srv->cfg->max_message_size,
+			.starttls = smtp_session_tls_offered(s),
+			.auth_mechs = smtp_session_auth_offered(s) ? "PLAIN LOGIN" : NULL,
 		};
 		n = smtp_reply_ehlo(buf, sizeof(buf), &info);
 	} else {
@@ -428,10 +824,14 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	uint64_t max = s->srv->cfg->max_message_size;
 	struct smtp_tx *tx = NULL;
 	struct message *msg = NULL;
-
-	if (s->listen->role == CONFIG_ROLE_SUBMISSION) {
-		/* Submission (RFC 6409) requires AUTH, and this server offers none yet. */
+	if (s->listen->role == CONFIG_ROLE_SUBMISSION && !s->authenticated) {
+		/* Submission (RFC 6409): everything needs AUTH first. */
 		smtp_session_error(s, SMTP_REPLY_AUTH_REQUIRED, NULL, 0);
+		return;
+	}
+	if (s->authenticated && s->srv->cfg->auth_sender_login_match &&
+	    !smtp_session_owns_sender(s, path)) {
+		smtp_session_error(s, SMTP_REPLY_SENDER_NOT_OWNED, NULL, 0);
 		return;
 	}
 	if (p->body == SMTP_BODY_BINARYMIME) {
@@ -457,8 +857,12 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 	}
 	msg->body_type = p->body;
 	msg->smtputf8 = p->smtputf8;
-	msg->ret = p->ret;
-	msg->protocol = s->esmtp ? "ESMTP" : "SMTP";
+	msg->ret = p->ret; /* RFC 3848 protocol names */
+	msg->protocol = !s->esmtp                    ? "SMTP"
+	                : s->tls && s->authenticated ? "ESMTPSA"
+	                : s->tls                     ? "ESMTPS"
+	                : s->authenticated           ? "ESMTPA"
+	                                             : "ESMTP";
 	snprintf(msg->client_addr, sizeof(msg->client_addr), "%s%s",
 	         s->peer.ss_family == AF_INET6 ? "IPv6:" : "", s->peer_str);
 	tx->msg = msg;
@@ -638,9 +1042,10 @@ smtp_session_command(struct smtp_session *s, const char *line, size_t len)
 static int
 smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 {
-	char line[SMTP_LINE_MAX];
+	char line[AUTH_LINE_MAX];
 	struct evbuffer_ptr eol;
-	size_t eol_len = 0, len, avail = evbuffer_get_length(in);
+	size_t eol_len = 0, len, avail = evbuffer_get_length(in), max = SMTP_LINE_MAX - 2;
+	char head[5];
 	time_t now;
 
 	if (avail == 0)
@@ -651,9 +1056,13 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 		evbuffer_drain(in, eol.pos < 0 ? avail : (size_t)eol.pos + eol_len);
 		s->skip_line = eol.pos < 0;
 		return eol.pos < 0 ? 0 : 1;
-	}
+	} /* RFC 4954 §4: AUTH lines and SASL responses may be up to 12288 octets. */
+	if (s->sasl != SMTP_SASL_NONE ||
+	    (evbuffer_copyout(in, head, sizeof(head)) == (ev_ssize_t)sizeof(head) &&
+	     strncasecmp(head, "AUTH ", 5) == 0))
+		max = AUTH_LINE_MAX - 2;
 	if (eol.pos < 0) {
-		if (avail > SMTP_LINE_MAX - 2) {
+		if (avail > max) {
 			evbuffer_drain(in, avail);
 			s->skip_line = true;
 			smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
@@ -669,18 +1078,25 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 	}
 	s->cmd_start = 0;
 	len = (size_t)eol.pos;
-	if (len > SMTP_LINE_MAX - 2) {
+	if (len > max) {
 		evbuffer_drain(in, len + eol_len);
 		smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
 		return 1;
 	}
 	evbuffer_remove(in, line, len);
 	evbuffer_drain(in, eol_len);
+	if (s->sasl != SMTP_SASL_NONE) {
+		smtp_session_sasl_line(s, line, len);
+		OPENSSL_cleanse(line, len);
+		return 1;
+	}
 	s->line = line;
 	s->line_len = len;
 	smtp_session_command(s, line, len);
 	s->line = NULL;
 	s->line_len = 0;
+	if (len >= 4 && strncasecmp(line, "AUTH", 4) == 0)
+		OPENSSL_cleanse(line, len);
 	return 1;
 }
 
@@ -876,6 +1292,27 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_session *s = arg;
 
+	if (what & BEV_EVENT_CONNECTED) {
+		/* The TLS handshake is done. */
+		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		s->tls = true;
+		s->tls_handshake = false;
+		if (ssl)
+			tls_describe(ssl, s->tls_info, sizeof(s->tls_info));
+		log_info("%016llx smtp tls established %s", (unsigned long long)s->id, s->tls_info);
+		return;
+	}
+	if (s->tls_handshake && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		char ebuf[160] = "connection closed";
+		if (e)
+			ERR_error_string_n(e, ebuf, sizeof(ebuf));
+		log_info("%016llx smtp tls handshake failed error=\"%s\"",
+		         (unsigned long long)s->id, ebuf);
+		s->close_reason = "tls-handshake";
+		smtp_session_free(s);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT) {
 		if (s->state == SMTP_STATE_WAIT && (what & BEV_EVENT_READING)) {
 			/* Our disk is slow, not the client: keep waiting. */
@@ -928,6 +1365,12 @@ smtp_session_free(struct smtp_session *s)
 	spool_job_cancel(s->job);
 	smtp_tx_free(s);
 	free(s->helo);
+	if (s->auth_job)
+		s->auth_job->s = NULL; /* the worker's result finds nobody */
+	if (s->auth_timer)
+		event_free(s->auth_timer);
+	free(s->auth_user);
+	free(s->login_user);
 	bufferevent_free(s->bev);
 	free(s);
 	if (srv->shutting_down && srv->nsessions == 0 && srv->drained_cb) {
@@ -952,7 +1395,20 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	}
 	/* Replies are small writes; never let Nagle hold one back for a delayed ACK. */
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (config_listen_tls_effective(srv->cfg, entry) == CONFIG_LISTEN_TLS_IMPLICIT &&
+	    srv->tls != NULL) {
+		/* RFC 8314 implicit TLS: the greeting goes out once the handshake is done. */
+		SSL *ssl = tls_server_ssl(srv->tls);
+		s->bev = ssl ? bufferevent_openssl_socket_new(
+		                       srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+		                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
+		             : NULL;
+		if (s->bev == NULL && ssl)
+			SSL_free(ssl);
+		s->tls_handshake = true;
+	} else {
+		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (s->bev == NULL) {
 		evutil_closesocket(fd);
 		free(s);

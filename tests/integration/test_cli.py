@@ -15,6 +15,8 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import petrel  # noqa: E402
+
+USERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'users')
 from petrel import PETREL, PetrelTestCase, make_message  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -106,7 +108,8 @@ class Cli(PetrelTestCase):
                           '  local_domains: [example.org, Example.NET.]\n'
                           'limits:\n  max_message_size: 10M\n  max_recipients: 100\n'
                           '  max_connections: 5\n  max_connections_per_ip: 1\n'
-                          '  max_errors: 1\n  timeouts: { command: 5m, data: 1h30m }\n')
+                          '  max_errors: 1\n  timeouts: { command: 5m, data: 1h30m }\n'
+                          'auth:\n  users_file: %s\n' % USERS)
         r = run('-c', path, '--check')
         self.assertEqual(r.returncode, 0, r.stderr)
 

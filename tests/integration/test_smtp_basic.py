@@ -12,6 +12,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import petrel  # noqa: E402
+
+USERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'data', 'users')
 from petrel import HOSTNAME, PetrelTestCase, make_message  # noqa: E402
 
 
@@ -459,9 +461,10 @@ class NonRelayClient(PetrelTestCase):
 
 
 class Submission(PetrelTestCase):
-    """A submission listener (RFC 6409) requires AUTH, which is not offered yet: every MAIL
-    is refused with 530 5.7.0."""
-    CONFIG = {'listen': [{'address': '127.0.0.1:{port}', 'role': 'submission'}]}
+    """A submission listener (RFC 6409) requires AUTH: without it every MAIL is refused with
+    530 5.7.0 (AUTH itself needs TLS, which is not configured here)."""
+    CONFIG = {'listen': [{'address': '127.0.0.1:{port}', 'role': 'submission'}],
+              'auth': {'users_file': USERS}}
 
     def test_listening_role_logged(self):
         self.petrel.wait_log(r'listening address=127\.0\.0\.1:%d role=submission'

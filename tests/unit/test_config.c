@@ -9,12 +9,17 @@
 #include <criterion/criterion.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+
+#include <openssl/ssl.h>
 
 #include "petrel/config.h"
 
@@ -55,6 +60,92 @@ test_config_fail(const char *text)
 	return errors;
 }
 
+/*
+ * Files that tls: and auth: name must be readable when the config is loaded (config.c does not
+ * parse them, so any content will do): a fresh directory with tls/fullchain.pem,
+ * tls/privkey.pem and users, removed by test_config_files_remove().
+ */
+struct test_config_files {
+	char dir[64];
+	char tls_dir[80];
+	char certificate[128];
+	char key[128];
+	char users[128];
+};
+
+static void
+test_config_write(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+
+	cr_assert_not_null(f, "%s: %s", path, strerror(errno));
+	cr_assert_geq(fputs(text, f), 0, "%s", path);
+	cr_assert_eq(fclose(f), 0, "%s", path);
+}
+
+static void
+test_config_files_make(struct test_config_files *f)
+{
+	snprintf(f->dir, sizeof(f->dir), "/tmp/petrel-test-config-XXXXXX");
+	cr_assert_not_null(mkdtemp(f->dir), "mkdtemp: %s", strerror(errno));
+	snprintf(f->tls_dir, sizeof(f->tls_dir), "%s/tls", f->dir);
+	cr_assert_eq(mkdir(f->tls_dir, 0700), 0, "%s: %s", f->tls_dir, strerror(errno));
+	snprintf(f->certificate, sizeof(f->certificate), "%s/fullchain.pem", f->tls_dir);
+	snprintf(f->key, sizeof(f->key), "%s/privkey.pem", f->tls_dir);
+	snprintf(f->users, sizeof(f->users), "%s/users", f->dir);
+	test_config_write(f->certificate, "-----BEGIN CERTIFICATE-----\n(not parsed by "
+	                                  "config.c)\n-----END CERTIFICATE-----\n");
+	test_config_write(f->key, "-----BEGIN PRIVATE KEY-----\n(not parsed by config.c)\n"
+	                          "-----END PRIVATE KEY-----\n");
+	test_config_write(f->users, "# not parsed by config.c\nalice:$6$salt$hash\n");
+}
+
+static void
+test_config_files_remove(const struct test_config_files *f)
+{
+	unlink(f->certificate);
+	unlink(f->key);
+	unlink(f->users);
+	rmdir(f->tls_dir);
+	rmdir(f->dir);
+}
+
+/* `text` with @CERT@, @KEY@, @USERS@ and @DIR@ replaced by the paths in `f` (caller frees). */
+static char *
+test_config_subst(const char *text, const struct test_config_files *f)
+{
+	const struct {
+		const char *token;
+		const char *value;
+	} subst[] = {
+		{ "@CERT@", f->certificate },
+		{ "@KEY@", f->key },
+		{ "@USERS@", f->users },
+		{ "@DIR@", f->dir },
+	};
+	const size_t nsubst = sizeof(subst) / sizeof(subst[0]);
+	char *out = NULL;
+	size_t len = 0, i;
+	FILE *m;
+
+	m = open_memstream(&out, &len);
+	cr_assert_not_null(m);
+	while (*text != '\0') {
+		for (i = 0; i < nsubst; i++) {
+			if (strncmp(text, subst[i].token, strlen(subst[i].token)) == 0)
+				break;
+		}
+		if (i < nsubst) {
+			fputs(subst[i].value, m);
+			text += strlen(subst[i].token);
+		} else {
+			fputc(*text++, m);
+		}
+	}
+	cr_assert_eq(fclose(m), 0);
+	return out;
+}
+
 static void
 test_config_expect_addr(const struct config_listen *l, const char *address, int family,
                         const char *host, unsigned port, enum config_role role)
@@ -76,6 +167,28 @@ test_config_expect_addr(const struct config_listen *l, const char *address, int 
 	}
 	cr_expect_str_eq(buf, host, "%s: host", address);
 	cr_expect_eq(l->role, role, "%s: role", address);
+}
+
+/* tls: and auth: left out: no TLS, no AUTH, and the documented defaults. */
+static void
+test_config_expect_tls_auth_defaults(const struct petrel_config *cfg)
+{
+	size_t i;
+
+	cr_expect_null(cfg->tls_certificate);
+	cr_expect_null(cfg->tls_key);
+	cr_expect_eq(cfg->tls_min_version, TLS1_2_VERSION);
+	cr_expect_null(cfg->tls_ciphers);
+	cr_expect_null(cfg->auth_users_file);
+	cr_expect(cfg->auth_require_tls);
+	cr_expect_not(cfg->auth_sender_login_match);
+	cr_expect_eq(cfg->auth_max_failures, 5);
+	cr_expect_eq(cfg->auth_failure_window, 15 * 60);
+	for (i = 0; i < cfg->nlisten; i++) {
+		cr_expect_eq(cfg->listen[i].tls, CONFIG_LISTEN_TLS_DEFAULT, "listen[%zu]", i);
+		cr_expect_eq(config_listen_tls_effective(cfg, &cfg->listen[i]),
+		             CONFIG_LISTEN_TLS_NONE, "listen[%zu]", i);
+	}
 }
 
 static void
@@ -180,6 +293,7 @@ test_config_expect_defaults(const struct petrel_config *cfg)
 	cr_expect_null(cfg->routes[0].ca_file);
 	test_config_expect_queue_defaults(cfg);
 	cr_expect_null(cfg->nameservers);
+	test_config_expect_tls_auth_defaults(cfg);
 }
 
 /*
@@ -212,6 +326,9 @@ Test(config, defaults_from_empty_documents)
 		"queue:\ndns:\n",
 		"queue: {}\ndns: {}\n",
 		"queue:\n  # retry: [1m]\n",
+		"tls:\nauth:\n",
+		"tls: {}\nauth: {}\n",
+		"tls:\n  # certificate: /etc/petrel/tls/fullchain.pem\n",
 	};
 	struct petrel_config *cfg;
 	size_t i;
@@ -249,10 +366,18 @@ Test(config, defaults_from_comments_only_file)
 Test(config, full_file)
 {
 	struct petrel_config *cfg = NULL;
-	char *errors = NULL;
+	struct test_config_files files;
+	char *errors = NULL, cwd[PATH_MAX];
+	int rc;
 
-	cr_assert_eq(config_load(TEST_DATA_DIR "/config_full.yaml", &cfg, &errors), 0, "%s",
-	             errors);
+	/* The file names its tls: and auth: files relative to the working directory. */
+	test_config_files_make(&files);
+	cr_assert_not_null(getcwd(cwd, sizeof(cwd)));
+	cr_assert_eq(chdir(files.dir), 0);
+	rc = config_load(TEST_DATA_DIR "/config_full.yaml", &cfg, &errors);
+	cr_assert_eq(chdir(cwd), 0);
+	test_config_files_remove(&files);
+	cr_assert_eq(rc, 0, "%s", errors);
 	cr_assert_null(errors);
 	cr_expect_str_eq(cfg->hostname, "MX1.Example.ORG"); /* case kept, trailing dot dropped */
 	cr_expect_str_eq(cfg->spool, "/var/spool/petrel");
@@ -266,10 +391,15 @@ Test(config, full_file)
 	                        CONFIG_ROLE_SUBMISSION);
 	test_config_expect_addr(&cfg->listen[3], "[2001:db8::1]:0", AF_INET6, "2001:db8::1", 0,
 	                        CONFIG_ROLE_SUBMISSION);
-	cr_expect_eq(cfg->listen[0].line, 7);
-	cr_expect_eq(cfg->listen[1].line, 9);
-	cr_expect_eq(cfg->listen[2].line, 10);
-	cr_expect_eq(cfg->listen[3].line, 12);
+	cr_expect_eq(cfg->listen[0].line, 8);
+	cr_expect_eq(cfg->listen[1].line, 11);
+	cr_expect_eq(cfg->listen[2].line, 12);
+	cr_expect_eq(cfg->listen[3].line, 15);
+	cr_expect_eq(cfg->listen[0].tls, CONFIG_LISTEN_TLS_STARTTLS);
+	cr_expect_eq(cfg->listen[1].tls, CONFIG_LISTEN_TLS_DEFAULT);
+	cr_expect_eq(cfg->listen[2].tls, CONFIG_LISTEN_TLS_NONE);
+	cr_expect_eq(cfg->listen[3].tls, CONFIG_LISTEN_TLS_IMPLICIT);
+	cr_expect_eq(config_listen_tls_effective(cfg, &cfg->listen[1]), CONFIG_LISTEN_TLS_STARTTLS);
 
 	cr_assert_eq(cfg->nrelay_networks, 3);
 	test_config_expect_net(&cfg->relay_networks[0], "10.0.0.0/8");
@@ -305,9 +435,9 @@ Test(config, full_file)
 	test_config_expect_route(&cfg->routes[4], "*", CONFIG_ROUTE_MX, NULL, 2526,
 	                         CONFIG_TLS_REQUIRE);
 	cr_expect_str_eq(cfg->routes[4].ca_file, "/etc/ssl/test-ca.pem");
-	cr_expect_eq(cfg->routes[0].line, 30);
-	cr_expect_eq(cfg->routes[1].line, 32);
-	cr_expect_eq(cfg->routes[4].line, 42);
+	cr_expect_eq(cfg->routes[0].line, 34);
+	cr_expect_eq(cfg->routes[1].line, 36);
+	cr_expect_eq(cfg->routes[4].line, 46);
 
 	cr_assert_eq(cfg->nretry, 3);
 	cr_expect_eq(cfg->retry[0], 30);
@@ -332,6 +462,17 @@ Test(config, full_file)
 
 	cr_expect_str_eq(cfg->nameservers,
 	                 "127.0.0.1:5353,[::1]:53,192.0.2.53:53,[2001:db8::35]:5300");
+
+	/* Kept as written: relative to the directory petrel runs in. */
+	cr_expect_str_eq(cfg->tls_certificate, "tls/fullchain.pem");
+	cr_expect_str_eq(cfg->tls_key, "tls/privkey.pem");
+	cr_expect_eq(cfg->tls_min_version, TLS1_3_VERSION);
+	cr_expect_str_eq(cfg->tls_ciphers, "HIGH:!aNULL:!MD5");
+	cr_expect_str_eq(cfg->auth_users_file, "./users");
+	cr_expect_not(cfg->auth_require_tls);
+	cr_expect(cfg->auth_sender_login_match);
+	cr_expect_eq(cfg->auth_max_failures, 1000);
+	cr_expect_eq(cfg->auth_failure_window, 5400);
 	config_free(cfg);
 }
 
@@ -373,6 +514,8 @@ Test(config, shipped_example)
 	cr_expect_eq(config_route_for(cfg, "example.org", 11), &cfg->routes[1]);
 	test_config_expect_queue_defaults(cfg);
 	cr_expect_null(cfg->nameservers);
+	/* tls: and auth: are commented out: it runs without a certificate or a users file. */
+	test_config_expect_tls_auth_defaults(cfg);
 	config_free(cfg);
 }
 
@@ -400,7 +543,9 @@ Test(config, string_loader_uses_name_and_length)
 
 Test(config, lists_replace_defaults)
 {
+	struct test_config_files files;
 	struct petrel_config *cfg;
+	char *text;
 
 	cfg = test_config_ok("relay:\n  networks: []\n  local_domains: []\n");
 	cr_expect_eq(cfg->nrelay_networks, 0);
@@ -409,9 +554,17 @@ Test(config, lists_replace_defaults)
 	cr_expect_not(config_is_local_domain(cfg, "localhost", 9));
 	config_free(cfg);
 
-	cfg = test_config_ok("listen:\n  - address: 192.0.2.1:25\n    role: submission\n"
-	                     "relay:\n  networks: [192.0.2.0/24]\n"
-	                     "  local_domains:\n    - Example.ORG.\n    - \"MAIL.example.net\"\n");
+	/* A submission listener needs auth.users_file. */
+	test_config_files_make(&files);
+	text = test_config_subst(
+	        "listen:\n  - address: 192.0.2.1:25\n    role: submission\n"
+	        "relay:\n  networks: [192.0.2.0/24]\n"
+	        "  local_domains:\n    - Example.ORG.\n    - \"MAIL.example.net\"\n"
+	        "auth:\n  users_file: @USERS@\n",
+	        &files);
+	cfg = test_config_ok(text);
+	free(text);
+	test_config_files_remove(&files);
 	cr_assert_eq(cfg->nlisten, 1);
 	test_config_expect_addr(&cfg->listen[0], "192.0.2.1:25", AF_INET, "192.0.2.1", 25,
 	                        CONFIG_ROLE_SUBMISSION);
@@ -1486,6 +1639,385 @@ Test(config, errors_file_routes_queue_dns)
 	                 "numeric IPv4 address, names are not resolved\n");
 #undef F
 	free(errors);
+}
+
+/*
+ * tls:, auth:, listen[].tls
+ */
+
+/* The example of the documentation, as config_load_string() and config_load() read it. */
+Test(config, tls_auth_example)
+{
+	static const char example[] = "tls:\n"
+	                              "  certificate: @CERT@\n"
+	                              "  key: @KEY@\n"
+	                              "  min_version: TLSv1.2\n"
+	                              "  ciphers: \"HIGH:!aNULL:!MD5\"\n"
+	                              "auth:\n"
+	                              "  users_file: @USERS@\n"
+	                              "  require_tls: true\n"
+	                              "  sender_login_match: false\n"
+	                              "  max_failures: 5\n"
+	                              "  failure_window: 15m\n"
+	                              "listen:\n"
+	                              "  - { address: \"0.0.0.0:25\",  role: relay,      tls: "
+	                              "starttls }\n"
+	                              "  - { address: \"0.0.0.0:587\", role: submission, tls: "
+	                              "starttls }\n"
+	                              "  - { address: \"0.0.0.0:465\", role: submission, tls: "
+	                              "implicit }\n";
+	struct test_config_files files;
+	struct petrel_config *cfg;
+	char *text, path[160], *errors = NULL;
+	int pass;
+
+	test_config_files_make(&files);
+	text = test_config_subst(example, &files);
+	snprintf(path, sizeof(path), "%s/petrel.yaml", files.dir);
+	test_config_write(path, text);
+	for (pass = 0; pass < 2; pass++) {
+		if (pass == 0) {
+			cfg = test_config_ok(text);
+		} else {
+			cfg = NULL;
+			cr_assert_eq(config_load(path, &cfg, &errors), 0, "%s", errors);
+		}
+		cr_expect_str_eq(cfg->tls_certificate, files.certificate, "pass %d", pass);
+		cr_expect_str_eq(cfg->tls_key, files.key, "pass %d", pass);
+		cr_expect_eq(cfg->tls_min_version, TLS1_2_VERSION, "pass %d", pass);
+		cr_expect_str_eq(cfg->tls_ciphers, "HIGH:!aNULL:!MD5", "pass %d", pass);
+		cr_expect_str_eq(cfg->auth_users_file, files.users, "pass %d", pass);
+		cr_expect(cfg->auth_require_tls, "pass %d", pass);
+		cr_expect_not(cfg->auth_sender_login_match, "pass %d", pass);
+		cr_expect_eq(cfg->auth_max_failures, 5, "pass %d", pass);
+		cr_expect_eq(cfg->auth_failure_window, 900, "pass %d", pass);
+		cr_assert_eq(cfg->nlisten, 3, "pass %d", pass);
+		test_config_expect_addr(&cfg->listen[0], "0.0.0.0:25", AF_INET, "0.0.0.0", 25,
+		                        CONFIG_ROLE_RELAY);
+		test_config_expect_addr(&cfg->listen[1], "0.0.0.0:587", AF_INET, "0.0.0.0", 587,
+		                        CONFIG_ROLE_SUBMISSION);
+		test_config_expect_addr(&cfg->listen[2], "0.0.0.0:465", AF_INET, "0.0.0.0", 465,
+		                        CONFIG_ROLE_SUBMISSION);
+		cr_expect_eq(cfg->listen[0].tls, CONFIG_LISTEN_TLS_STARTTLS, "pass %d", pass);
+		cr_expect_eq(cfg->listen[1].tls, CONFIG_LISTEN_TLS_STARTTLS, "pass %d", pass);
+		cr_expect_eq(cfg->listen[2].tls, CONFIG_LISTEN_TLS_IMPLICIT, "pass %d", pass);
+		config_free(cfg);
+	}
+	unlink(path);
+	free(text);
+	test_config_files_remove(&files);
+}
+
+Test(config, tls_auth_values)
+{
+	static const char *const order[] = {
+		/* listen: first, tls: and auth: after it, and the other way round */
+		"listen:\n  - {address: 127.0.0.1:587, role: submission, tls: implicit}\n"
+		"tls: {certificate: @CERT@, key: @KEY@}\nauth: {users_file: @USERS@}\n",
+		"auth: {users_file: @USERS@}\ntls: {certificate: @CERT@, key: @KEY@}\n"
+		"listen:\n  - {address: 127.0.0.1:587, role: submission, tls: implicit}\n",
+	};
+	struct test_config_files files;
+	struct petrel_config *cfg;
+	char *text;
+	size_t i;
+
+	test_config_files_make(&files);
+	for (i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+		text = test_config_subst(order[i], &files);
+		cfg = test_config_ok(text);
+		cr_expect_eq(cfg->listen[0].tls, CONFIG_LISTEN_TLS_IMPLICIT, "order %zu", i);
+		cr_expect_eq(cfg->listen[0].role, CONFIG_ROLE_SUBMISSION, "order %zu", i);
+		cr_expect_str_eq(cfg->tls_certificate, files.certificate, "order %zu", i);
+		cr_expect_str_eq(cfg->auth_users_file, files.users, "order %zu", i);
+		config_free(cfg);
+		free(text);
+	}
+
+	/* Only min_version (or ciphers) without a certificate: allowed, and no TLS. tls: none
+	 * needs no certificate; a relay listener needs no users file. */
+	cfg = test_config_ok("tls:\n  min_version: TLSv1.3\n  ciphers: ECDHE+AESGCM\n"
+	                     "listen:\n  - address: 127.0.0.1:25\n    tls: none\n");
+	cr_expect_eq(cfg->tls_min_version, TLS1_3_VERSION);
+	cr_expect_str_eq(cfg->tls_ciphers, "ECDHE+AESGCM");
+	cr_expect_null(cfg->tls_certificate);
+	cr_expect_eq(cfg->listen[0].tls, CONFIG_LISTEN_TLS_NONE);
+	config_free(cfg);
+
+	/* auth: without a users file: its other keys are kept, but there is no AUTH. */
+	cfg = test_config_ok("auth:\n  require_tls: No\n  sender_login_match: yes\n"
+	                     "  max_failures: 1\n  failure_window: 1s\n");
+	cr_expect_null(cfg->auth_users_file);
+	cr_expect_not(cfg->auth_require_tls);
+	cr_expect(cfg->auth_sender_login_match);
+	cr_expect_eq(cfg->auth_max_failures, 1);
+	cr_expect_eq(cfg->auth_failure_window, 1);
+	config_free(cfg);
+
+	/* A relay listener with tls: left out: STARTTLS once there is a certificate. */
+	text = test_config_subst("tls:\n  certificate: @CERT@\n  key: '@KEY@'\n"
+	                         "auth:\n  users_file: \"@USERS@\"\n  failure_window: 1h30m\n"
+	                         "  max_failures: \"1000\"\n",
+	                         &files);
+	cfg = test_config_ok(text);
+	cr_expect_str_eq(cfg->tls_key, files.key);
+	cr_expect_str_eq(cfg->auth_users_file, files.users);
+	cr_expect_eq(cfg->auth_failure_window, 5400);
+	cr_expect_eq(cfg->auth_max_failures, 1000);
+	cr_expect_eq(cfg->listen[0].tls, CONFIG_LISTEN_TLS_DEFAULT);
+	cr_expect_eq(config_listen_tls_effective(cfg, &cfg->listen[0]), CONFIG_LISTEN_TLS_STARTTLS);
+	config_free(cfg);
+	free(text);
+	test_config_files_remove(&files);
+}
+
+Test(config, listen_tls_effective)
+{
+	static const struct {
+		bool certificate;
+		enum config_listen_tls tls, effective;
+	} cases[] = {
+		{ false, CONFIG_LISTEN_TLS_DEFAULT, CONFIG_LISTEN_TLS_NONE },
+		{ false, CONFIG_LISTEN_TLS_NONE, CONFIG_LISTEN_TLS_NONE },
+		{ false, CONFIG_LISTEN_TLS_STARTTLS, CONFIG_LISTEN_TLS_STARTTLS },
+		{ false, CONFIG_LISTEN_TLS_IMPLICIT, CONFIG_LISTEN_TLS_IMPLICIT },
+		{ true, CONFIG_LISTEN_TLS_DEFAULT, CONFIG_LISTEN_TLS_STARTTLS },
+		{ true, CONFIG_LISTEN_TLS_NONE, CONFIG_LISTEN_TLS_NONE },
+		{ true, CONFIG_LISTEN_TLS_STARTTLS, CONFIG_LISTEN_TLS_STARTTLS },
+		{ true, CONFIG_LISTEN_TLS_IMPLICIT, CONFIG_LISTEN_TLS_IMPLICIT },
+	};
+	char certificate[] = "/etc/petrel/tls/fullchain.pem";
+	struct petrel_config cfg = { 0 };
+	struct config_listen l = { 0 };
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		cfg.tls_certificate = cases[i].certificate ? certificate : NULL;
+		l.tls = cases[i].tls;
+		cr_expect_eq(config_listen_tls_effective(&cfg, &l), cases[i].effective,
+		             "case %zu: certificate %d, tls %d", i, cases[i].certificate,
+		             cases[i].tls);
+	}
+
+	/* No config at all: no certificate. */
+	l.tls = CONFIG_LISTEN_TLS_DEFAULT;
+	cr_expect_eq(config_listen_tls_effective(NULL, &l), CONFIG_LISTEN_TLS_NONE);
+	l.tls = CONFIG_LISTEN_TLS_IMPLICIT;
+	cr_expect_eq(config_listen_tls_effective(NULL, &l), CONFIG_LISTEN_TLS_IMPLICIT);
+}
+
+Test(config, errors_tls_auth)
+{
+	static const struct {
+		const char *what;
+		const char *yaml;
+		const char *errors;
+	} cases[] = {
+		/* tls: shape and keys */
+		{ "tls: scalar", "tls: yes\n", "t.yaml:1:6: tls: expected a mapping, got 'yes'\n" },
+		{ "tls: list", "tls: [@CERT@]\n",
+		  "t.yaml:1:6: tls: expected a mapping, got a list\n" },
+		{ "tls: unknown key, and so no certificate",
+		  "tls:\n  certficate: @CERT@\n  key: @KEY@\n",
+		  "t.yaml:2:3: tls.certficate: unknown key, did you mean 'certificate'?\n"
+		  "t.yaml:2:3: tls: missing key 'certificate' (certificate and key go "
+		  "together)\n" },
+
+		/* certificate and key go together */
+		{ "tls: certificate without key", "tls:\n  certificate: @CERT@\n",
+		  "t.yaml:2:3: tls: missing key 'key' (certificate and key go together)\n" },
+		{ "tls: key without certificate", "tls:\n  min_version: TLSv1.3\n  key: @KEY@\n",
+		  "t.yaml:2:3: tls: missing key 'certificate' (certificate and key go "
+		  "together)\n" },
+		{ "tls: flow, key without certificate", "tls: {key: @KEY@}\n",
+		  "t.yaml:1:6: tls: missing key 'certificate' (certificate and key go "
+		  "together)\n" },
+		{ "tls: certificate given but bad still counts",
+		  "tls:\n  certificate: [@CERT@]\n  key: @KEY@\n",
+		  "t.yaml:2:16: tls.certificate: expected a file name, got a list\n" },
+
+		/* readable files */
+		{ "tls: certificate missing",
+		  "tls:\n  certificate: /nonexistent/petrel/fullchain.pem\n  key: @KEY@\n",
+		  "t.yaml:2:16: tls.certificate: cannot read: No such file or directory\n" },
+		{ "tls: key is a directory", "tls:\n  certificate: @CERT@\n  key: @DIR@\n",
+		  "t.yaml:3:8: tls.key: cannot read: Is a directory\n" },
+		{ "tls: key is not a regular file",
+		  "tls:\n  certificate: @CERT@\n  key: /dev/null\n",
+		  "t.yaml:3:8: tls.key: cannot read: not a regular file\n" },
+		{ "tls: both missing",
+		  "tls:\n  certificate: nonexistent-fullchain.pem\n  key: "
+		  "nonexistent-privkey.pem\n",
+		  "t.yaml:2:16: tls.certificate: cannot read: No such file or directory\n"
+		  "t.yaml:3:8: tls.key: cannot read: No such file or directory\n" },
+		{ "tls: certificate below a file", "tls:\n  certificate: @CERT@/x\n  key: @KEY@\n",
+		  "t.yaml:2:16: tls.certificate: cannot read: Not a directory\n" },
+		{ "tls: certificate empty", "tls:\n  certificate: ''\n  key: @KEY@\n",
+		  "t.yaml:2:16: tls.certificate: must not be empty\n" },
+		{ "tls: certificate nothing", "tls:\n  certificate:\n  key: @KEY@\n",
+		  "t.yaml:2:15: tls.certificate: expected a file name, got nothing\n" },
+
+		/* min_version, ciphers */
+		{ "tls: min_version TLSv1.1", "tls:\n  min_version: TLSv1.1\n",
+		  "t.yaml:2:16: tls.min_version: unknown value 'TLSv1.1' (expected TLSv1.2 or "
+		  "TLSv1.3)\n" },
+		{ "tls: min_version case", "tls:\n  min_version: tlsv1.3\n",
+		  "t.yaml:2:16: tls.min_version: unknown value 'tlsv1.3' (expected TLSv1.2 or "
+		  "TLSv1.3)\n" },
+		{ "tls: min_version number", "tls:\n  min_version: 1.3\n",
+		  "t.yaml:2:16: tls.min_version: unknown value '1.3' (expected TLSv1.2 or "
+		  "TLSv1.3)\n" },
+		{ "tls: ciphers empty", "tls:\n  ciphers: \"\"\n",
+		  "t.yaml:2:12: tls.ciphers: must not be empty\n" },
+		{ "tls: ciphers list", "tls:\n  ciphers: [HIGH, \"!aNULL\"]\n",
+		  "t.yaml:2:12: tls.ciphers: expected an OpenSSL cipher list, got a list\n" },
+
+		/* auth: */
+		{ "auth: scalar", "auth: on\n",
+		  "t.yaml:1:7: auth: expected a mapping, got 'on'\n" },
+		{ "auth: unknown key", "auth:\n  user_file: @USERS@\n",
+		  "t.yaml:2:3: auth.user_file: unknown key, did you mean 'users_file'?\n" },
+		{ "auth: users_file missing", "auth:\n  users_file: /nonexistent/petrel/users\n",
+		  "t.yaml:2:15: auth.users_file: cannot read: No such file or directory\n" },
+		{ "auth: users_file a directory", "auth:\n  users_file: @DIR@\n",
+		  "t.yaml:2:15: auth.users_file: cannot read: Is a directory\n" },
+		{ "auth: users_file list", "auth:\n  users_file: [@USERS@]\n",
+		  "t.yaml:2:15: auth.users_file: expected a file name, got a list\n" },
+		{ "auth: require_tls not a boolean", "auth:\n  require_tls: maybe\n",
+		  "t.yaml:2:16: auth.require_tls: expected true or false, got 'maybe'\n" },
+		{ "auth: sender_login_match 1", "auth:\n  sender_login_match: 1\n",
+		  "t.yaml:2:23: auth.sender_login_match: expected true or false, got '1'\n" },
+		{ "auth: max_failures 0", "auth:\n  max_failures: 0\n",
+		  "t.yaml:2:17: auth.max_failures: must not be 0\n" },
+		{ "auth: max_failures 1001", "auth:\n  max_failures: 1001\n",
+		  "t.yaml:2:17: auth.max_failures: must be at most 1000, got '1001'\n" },
+		{ "auth: max_failures word", "auth:\n  max_failures: five\n",
+		  "t.yaml:2:17: auth.max_failures: expected a whole number, got 'five'\n" },
+		{ "auth: failure_window 0", "auth:\n  failure_window: 0s\n",
+		  "t.yaml:2:19: auth.failure_window: must not be 0\n" },
+		{ "auth: failure_window words", "auth:\n  failure_window: 15 minutes\n",
+		  "t.yaml:2:19: auth.failure_window: expected a duration such as 300s, 5m or "
+		  "1h30m, got '15 minutes'\n" },
+		{ "auth: failure_window too large", "auth:\n  failure_window: 100000w\n",
+		  "t.yaml:2:19: auth.failure_window: must be at most 4294967295, got "
+		  "'100000w'\n" },
+
+		/* listen[].tls */
+		{ "listen tls: unknown", "listen:\n  - address: 127.0.0.1:25\n    tls: required\n",
+		  "t.yaml:3:10: listen[0].tls: unknown value 'required' (expected none, starttls "
+		  "or "
+		  "implicit)\n" },
+		{ "listen tls: boolean",
+		  "listen:\n  - address: 127.0.0.1:25\n    tls: [starttls]\n",
+		  "t.yaml:3:10: listen[0].tls: expected none, starttls or implicit, got a list\n" },
+		{ "listen tls: starttls without certificate",
+		  "listen:\n  - address: 127.0.0.1:25\n    tls: starttls\n",
+		  "t.yaml:3:10: listen[0].tls: starttls needs tls.certificate\n" },
+		{ "listen tls: implicit without certificate, tls: after",
+		  "listen:\n  - address: 127.0.0.1:25\n  - {address: 127.0.0.1:465, tls: "
+		  "implicit}\n"
+		  "tls:\n  min_version: TLSv1.3\n",
+		  "t.yaml:3:35: listen[1].tls: implicit needs tls.certificate\n" },
+		{ "listen tls: certificate given but unreadable",
+		  "listen:\n  - address: 127.0.0.1:25\n    tls: starttls\n"
+		  "tls:\n  certificate: /nonexistent/petrel/fullchain.pem\n  key: @KEY@\n",
+		  "t.yaml:5:16: tls.certificate: cannot read: No such file or directory\n" },
+		{ "listen tls: another item bad, its list is not checked",
+		  "listen:\n  - address: 127.0.0.1:25\n    tls: starttls\n  - address: nowhere\n",
+		  "t.yaml:4:14: listen[1].address: bad listen address 'nowhere': missing ':' and "
+		  "port\n" },
+
+		/* submission needs auth.users_file */
+		{ "submission without auth:",
+		  "listen:\n  - address: 127.0.0.1:25\n  - address: 127.0.0.1:587\n"
+		  "    role: submission\n",
+		  "t.yaml:4:11: listen[1].role: submission needs auth.users_file\n" },
+		{ "submission without users_file",
+		  "auth:\n  require_tls: false\n"
+		  "listen:\n  - {address: 127.0.0.1:587, role: submission, tls: none}\n",
+		  "t.yaml:4:36: listen[0].role: submission needs auth.users_file\n" },
+		{ "submission: users_file given but unreadable",
+		  "listen:\n  - address: 127.0.0.1:587\n    role: submission\n"
+		  "auth:\n  users_file: /nonexistent/petrel/users\n",
+		  "t.yaml:5:15: auth.users_file: cannot read: No such file or directory\n" },
+		{ "submission and starttls, neither set up",
+		  "listen:\n  - address: 127.0.0.1:587\n    role: submission\n    tls: starttls\n"
+		  "  - address: 127.0.0.1:465\n    tls: implicit\n    role: submission\n",
+		  "t.yaml:4:10: listen[0].tls: starttls needs tls.certificate\n"
+		  "t.yaml:3:11: listen[0].role: submission needs auth.users_file\n"
+		  "t.yaml:6:10: listen[1].tls: implicit needs tls.certificate\n"
+		  "t.yaml:7:11: listen[1].role: submission needs auth.users_file\n" },
+		{ "submission with tls, without auth",
+		  "tls: {certificate: @CERT@, key: @KEY@}\n"
+		  "listen:\n  - address: 127.0.0.1:587\n    role: submission\n    tls: starttls\n",
+		  "t.yaml:4:11: listen[0].role: submission needs auth.users_file\n" },
+	};
+	struct test_config_files files;
+	char *text, *errors;
+	size_t i;
+
+	test_config_files_make(&files);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		text = test_config_subst(cases[i].yaml, &files);
+		errors = test_config_fail(text);
+		cr_expect_str_eq(errors, cases[i].errors, "%s:\n--- got:\n%s--- want:\n%s",
+		                 cases[i].what, errors, cases[i].errors);
+		free(errors);
+		free(text);
+	}
+	test_config_files_remove(&files);
+}
+
+/* Not as root: root reads anything. */
+Test(config, errors_tls_auth_permission)
+{
+	struct test_config_files files;
+	char *text, *errors;
+
+	if (geteuid() == 0)
+		cr_skip_test("running as root: permissions do not apply");
+	test_config_files_make(&files);
+	cr_assert_eq(chmod(files.key, 0), 0);
+	cr_assert_eq(chmod(files.users, 0200), 0);
+	text = test_config_subst("tls:\n  certificate: @CERT@\n  key: @KEY@\n"
+	                         "auth:\n  users_file: @USERS@\n",
+	                         &files);
+	errors = test_config_fail(text);
+	cr_expect_str_eq(errors, "t.yaml:3:8: tls.key: cannot read: Permission denied\n"
+	                         "t.yaml:5:15: auth.users_file: cannot read: Permission denied\n");
+	free(errors);
+	free(text);
+	test_config_files_remove(&files);
+}
+
+/* config_load checks the files too, and names the config file in its report. */
+Test(config, errors_tls_auth_file)
+{
+	struct petrel_config *cfg = NULL;
+	struct test_config_files files;
+	char path[160], want[1024];
+	char *errors = NULL;
+
+	test_config_files_make(&files);
+	snprintf(path, sizeof(path), "%s/petrel.yaml", files.dir);
+	test_config_write(path,
+	                  "listen:\n"
+	                  "  - { address: \"0.0.0.0:587\", role: submission, tls: starttls }\n"
+	                  "tls:\n"
+	                  "  certificate: tls/missing.pem\n"
+	                  "auth:\n"
+	                  "  users_file: /nonexistent/petrel/users\n");
+	cr_assert_eq(config_load(path, &cfg, &errors), -1);
+	cr_expect_null(cfg);
+	snprintf(want, sizeof(want),
+	         "%s:4:16: tls.certificate: cannot read: No such file or directory\n"
+	         "%s:4:3: tls: missing key 'key' (certificate and key go together)\n"
+	         "%s:6:15: auth.users_file: cannot read: No such file or directory\n",
+	         path, path, path);
+	cr_expect_str_eq(errors, want);
+	free(errors);
+	unlink(path);
+	test_config_files_remove(&files);
 }
 
 /*

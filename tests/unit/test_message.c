@@ -52,7 +52,7 @@ Test(message, envelope_and_received_header)
 	cr_assert_eq(message_set_helo(m, "client.example.org", 18), 0);
 	cr_assert_eq(message_add_rcpt(m, "u@localhost", 0, NULL), 0);
 	snprintf(m->client_addr, sizeof(m->client_addr), "127.0.0.1");
-	n = message_received_header(m, "mx.example.org", buf, sizeof(buf));
+	n = message_received_header(m, "mx.example.org", NULL, buf, sizeof(buf));
 	cr_assert_gt(n, 0);
 	cr_assert(strncmp(buf, "Received: from client.example.org ([127.0.0.1])\r\n", 49) == 0,
 	          "%s", buf);
@@ -62,10 +62,10 @@ Test(message, envelope_and_received_header)
 	cr_assert(strcmp(buf + n - 2, "\r\n") == 0);
 	/* Two recipients: no "for". */
 	cr_assert_eq(message_add_rcpt(m, "v@localhost", 0, "rfc822;v@localhost"), 0);
-	n = message_received_header(m, "mx.example.org", buf, sizeof(buf));
+	n = message_received_header(m, "mx.example.org", NULL, buf, sizeof(buf));
 	cr_assert(strstr(buf, "for <") == NULL);
 	cr_assert_str_eq(m->rcpts[1].orcpt, "rfc822;v@localhost");
-	cr_assert_eq(message_received_header(m, "mx.example.org", buf, 10), 0);
+	cr_assert_eq(message_received_header(m, "mx.example.org", NULL, buf, 10), 0);
 	message_free(m);
 }
 

@@ -46,6 +46,20 @@
 	X(TOO_MANY_RCPTS, 452, "4.5.3", "Too many recipients")                                     \
 	X(RELAY_DENIED, 554, "5.7.1", "Relay access denied")                                       \
 	X(AUTH_REQUIRED, 530, "5.7.0", "Authentication required")                                  \
+	X(TLS_READY, 220, "2.0.0", "Ready to start TLS")                                           \
+	X(TLS_ACTIVE, 503, "5.5.1", "TLS already active")                                          \
+	X(TLS_UNAVAILABLE, 454, "4.7.0", "TLS not available due to temporary reason")              \
+	X(AUTH_OK, 235, "2.7.0", "Authentication successful")                                      \
+	X(AUTH_FAILED, 535, "5.7.8", "Authentication credentials invalid")                         \
+	X(AUTH_ALREADY, 503, "5.5.1", "Already authenticated")                                     \
+	X(AUTH_IN_TXN, 503, "5.5.1", "AUTH not permitted during a mail transaction")               \
+	X(AUTH_MECH, 504, "5.5.4", "Unrecognized authentication type")                             \
+	X(AUTH_CANCELLED, 501, "5.0.0", "Authentication cancelled")                                \
+	X(AUTH_SYNTAX, 501, "5.5.2", "Cannot decode response")                                     \
+	X(AUTH_NEEDS_TLS, 538, "5.7.11",                                                           \
+	  "Encryption required for requested authentication mechanism")                            \
+	X(AUTH_THROTTLED, 421, "4.7.0", "Too many failed authentications, try again later")        \
+	X(SENDER_NOT_OWNED, 553, "5.7.1", "Sender address not owned by the authenticated user")    \
 	X(UTF8_REQUIRED, 553, "5.6.7", "Non-ASCII address requires SMTPUTF8")                      \
 	X(TEXT_LINE_TOO_LONG, 550, "5.6.0", "Message line longer than 1000 octets (RFC 5321)")     \
 	X(BARE_LF, 550, "5.6.11", "Bare <LF> or <CR> in message refused (CRLF only)")              \

@@ -16,6 +16,10 @@
 struct event_base;
 struct spool;
 struct smtp_session;
+struct tls_server;
+struct auth_users;
+struct auth_throttle;
+struct worker_pool;
 
 struct smtp_server_stats {
 	uint64_t connections;   /* accepted and served */
@@ -27,8 +31,11 @@ struct smtp_server_stats {
 
 struct smtp_server {
 	struct event_base *base;
-	const struct petrel_config *cfg; /* borrowed */
-	struct spool *spool;             /* borrowed */
+	const struct petrel_config *cfg; /* borrowed */	struct spool *spool;			/* borrowed */
+	struct tls_server *tls;			/* borrowed, may be swapped (reload); NULL: no TLS */
+	struct auth_users *users;		/* borrowed; NULL: no AUTH */
+	struct auth_throttle *throttle;		/* borrowed; with users */
+	struct worker_pool *workers;		/* borrowed; password checks run there */
 	struct listener **listeners;
 	size_t nlisteners;
 	struct conn_table *per_ip;
