@@ -275,6 +275,15 @@ petrel_run(struct petrel *p)
 		log_error("petrel cannot set up signal handling");
 		return 1;
 	}
+	for (size_t i = 0; i < p->cfg->nlisten; i++) {
+		const struct config_listen *l = &p->cfg->listen[i];
+		if (l->role == CONFIG_ROLE_SUBMISSION && p->cfg->auth_require_tls &&
+		    config_listen_tls_effective(p->cfg, l) == CONFIG_LISTEN_TLS_NONE)
+			log_warn(
+			        "listen %s: a submission listener without TLS can never offer AUTH "
+			        "(auth.require_tls is true): every MAIL there gets 530",
+			        l->address);
+	}
 	getrlimit(RLIMIT_NOFILE, &rl);
 	log_info("petrel %s started hostname=%s listeners=%zu max_connections=%u nofile=%llu",
 	         PETREL_VERSION, p->cfg->hostname, p->cfg->nlisten, p->cfg->max_connections,
