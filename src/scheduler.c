@@ -480,12 +480,14 @@ sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcp
 	if ((dsn = message_new()) == NULL || message_set_from(dsn, "") == -1 ||
 	    message_set_helo(dsn, s->cfg->hostname, strlen(s->cfg->hostname)) == -1 ||
 	    message_add_rcpt(dsn, m->msg->from, SMTP_DSN_NOTIFY_NEVER, NULL) == -1 ||
-	    bounce_build(dsn->body, &info) == -1) {		log_error("%s dsn failed error=\"%s\"", m->msg->id, strerror(errno));
+	    bounce_build(dsn->body, &info) == -1) {
+		log_error("%s dsn failed error=\"%s\"", m->msg->id, strerror(errno));
 		message_free(dsn);
 		free(orig);
 		return;
 	}
-	free(orig);	dsn->protocol = "local";
+	free(orig);
+	dsn->protocol = "local";
 	/* The original (or its headers) travels inside: it keeps its 8-bit declaration. */
 	if (m->msg->body_type == SMTP_BODY_8BITMIME)
 		dsn->body_type = SMTP_BODY_8BITMIME;

@@ -852,5 +852,7 @@ spool_remove(struct spool *sp, const char *id)
 	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
 		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
 	unlinkat(sp->statefd, id, 0);
-	spool_sync_soon(sp);
+	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
+	 * again (never lost), and the next commit's syncfs makes it durable anyway. Syncing every
+	 * removal would double the journal commits under load. */
 }

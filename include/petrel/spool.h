@@ -133,7 +133,8 @@ int spool_state_append(struct spool *sp, const char *id, const char *line, size_
 int spool_state_read(struct spool *sp, const char *id,
                      void (*cb)(void *arg, const char *line, size_t len), void *arg);
 
-/* The message is finished: remove queue/<id> and state/<id>. */
+/* The message is finished: remove queue/<id> and state/<id> (made durable by the next commit's
+ * sync, not at once: a crash before it can only cause a repeat, never a loss). */
 void spool_remove(struct spool *sp, const char *id);
 
 /* Make whatever was written or removed durable at the next group commit (no callback). */

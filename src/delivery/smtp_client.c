@@ -648,7 +648,9 @@ static void
 smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	const char *why;	if (what & BEV_EVENT_CONNECTED) {
+	const char *why;
+
+	if (what & BEV_EVENT_CONNECTED) {
 		int one = 1;
 
 		/* Commands and the body's last ".\r\n" are small writes: without this, Nagle
