@@ -71,6 +71,7 @@
 #define CONFIG_WHAT_PRIORITY  "high, normal, low or a number from -100 to 100"
 #define CONFIG_WHAT_NS        "a nameserver address"
 #define CONFIG_WHAT_CIPHERS   "an OpenSSL cipher list"
+#define CONFIG_WHAT_TOKEN     "a token"
 #define CONFIG_HINT_MINUTE    " seconds (1m)"
 #define CONFIG_PORT_SMTP      25
 #define CONFIG_PORT_DNS       53
@@ -267,6 +268,9 @@ static void config_dns_nameservers(struct config_loader *ld, const struct config
                                    yaml_node_t *node, const char *path, void *base);
 static void config_tls_post(struct config_loader *ld, yaml_node_t *node, const char *path,
                             void *base);
+static void config_stats_address(struct config_loader *ld, const struct config_key *key,
+                                 yaml_node_t *node, const char *path, void *base);
+static const char *config_check_token(char *value);
 static void config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path,
                              void *base);
 static bool config_section_has(struct config_loader *ld, yaml_node_t *root, const char *section,
@@ -645,6 +649,31 @@ static const struct config_key config_auth_keys[] = {
 	{ .name = NULL },
 };
 
+/* stats: the HTTP endpoint; the section turns it on, so its address is required. */
+static const struct config_list config_stats_allow_list = {
+	.item_size = sizeof(struct cidr),
+	.count_offset = CONFIG_OFF(nstats_allow),
+	.min_items = 1,
+	.parse = config_network_item,
+};
+
+static const struct config_key config_stats_keys[] = {
+	{ .name = "address",
+	  .kind = CONFIG_KIND_CUSTOM,
+	  .required = true,
+	  .custom = config_stats_address },
+	{ .name = "token",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(stats_token),
+	  .what = CONFIG_WHAT_TOKEN,
+	  .check = config_check_token },
+	{ .name = "allow",
+	  .kind = CONFIG_KIND_LIST,
+	  .offset = CONFIG_OFF(stats_allow),
+	  .list = &config_stats_allow_list },
+	{ .name = NULL },
+};
+
 /* the top level; checks between its sections: config_root_post() */
 static const struct config_key config_root_keys[] = {
 	{ .name = "hostname",
@@ -681,6 +710,7 @@ static const struct config_key config_root_keys[] = {
 	{ .name = "dns", .kind = CONFIG_KIND_MAP, .map = config_dns_keys },
 	{ .name = "tls", .kind = CONFIG_KIND_MAP, .map = config_tls_keys, .post = config_tls_post },
 	{ .name = "auth", .kind = CONFIG_KIND_MAP, .map = config_auth_keys },
+	{ .name = "stats", .kind = CONFIG_KIND_MAP, .map = config_stats_keys },
 	{ .name = NULL },
 };
 
@@ -1803,6 +1833,36 @@ config_tls_post(struct config_loader *ld, yaml_node_t *node, const char *path, v
 		             certificate ? "key" : "certificate");
 }
 
+/* stats.address: the same syntax and messages as a listen address. */
+static void
+config_stats_address(struct config_loader *ld, const struct config_key *key, yaml_node_t *node,
+                     const char *path, void *base)
+{
+	struct petrel_config *cfg = base;
+	struct config_listen l = { .address = NULL };
+
+	config_listen_address(ld, key, node, path, &l);
+	if (l.address == NULL)
+		return;
+	free(cfg->stats_address);
+	cfg->stats_address = l.address;
+	cfg->stats_addr = l.addr;
+	cfg->stats_addrlen = l.addrlen;
+}
+
+/* A bearer token goes in a header as it is: visible ASCII, no spaces. */
+static const char *
+config_check_token(char *value)
+{
+	const char *p;
+
+	for (p = value; *p != '\0'; p++) {
+		if (*p <= ' ' || *p > '~')
+			return "only visible ASCII characters, no spaces";
+	}
+	return NULL;
+}
+
 /*
  * Checks between sections, once the whole file was walked (tls: and auth: may come after
  * listen:): a listener with tls: starttls or implicit needs tls.certificate, and a submission
@@ -1848,6 +1908,18 @@ config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path, 
 			config_error(ld, v != NULL ? &v->start_mark : &item->start_mark, kpath,
 			             "submission needs auth.users_file");
 		}
+	}
+
+	/* The stats endpoint and a listener cannot both bind one address (default listen too). */
+	v = config_mapping_value(ld, node, "stats");
+	v = v != NULL ? config_mapping_value(ld, v, "address") : NULL;
+	for (i = 0; v != NULL && cfg->stats_address != NULL && i < cfg->nlisten; i++) {
+		if (!config_sockaddr_equal(&cfg->listen[i].addr, &cfg->stats_addr))
+			continue;
+		config_path(kpath, sizeof(kpath), "%sstats.address", path);
+		config_error(ld, &v->start_mark, kpath, "%s is already a listen address",
+		             cfg->stats_address);
+		break;
 	}
 }
 
@@ -2381,12 +2453,13 @@ config_new_defaults(const char *name)
 	cfg->spool = strdup(CONFIG_DEFAULT_SPOOL);
 	cfg->listen = calloc(1, sizeof(*cfg->listen));
 	cfg->relay_networks = calloc(2, sizeof(*cfg->relay_networks));
+	cfg->stats_allow = calloc(2, sizeof(*cfg->stats_allow));
 	cfg->local_domains = calloc(1, sizeof(*cfg->local_domains));
 	cfg->routes = calloc(1, sizeof(*cfg->routes));
 	cfg->retry = malloc(sizeof(config_default_retry));
 	if (cfg->path == NULL || cfg->spool == NULL || cfg->listen == NULL ||
 	    cfg->relay_networks == NULL || cfg->local_domains == NULL || cfg->routes == NULL ||
-	    cfg->retry == NULL)
+	    cfg->retry == NULL || cfg->stats_allow == NULL)
 		goto fail;
 	cfg->durability = CONFIG_DURABILITY_FSYNC;
 	cfg->log_level = CONFIG_LOG_INFO;
@@ -2440,6 +2513,12 @@ config_new_defaults(const char *name)
 	cfg->auth_sender_login_match = false;
 	cfg->auth_max_failures = 5;
 	cfg->auth_failure_window = 15 * 60;
+
+	/* No stats endpoint until the file has a stats: section; loopback may scrape it. */
+	cfg->nstats_allow = 2;
+	if (cidr_parse("127.0.0.0/8", &cfg->stats_allow[0]) < 0 ||
+	    cidr_parse("::1/128", &cfg->stats_allow[1]) < 0)
+		goto fail;
 	return cfg;
 
 fail:
@@ -2641,6 +2720,9 @@ config_free(struct petrel_config *cfg)
 	free(cfg->tls_key);
 	free(cfg->tls_ciphers);
 	free(cfg->auth_users_file);
+	free(cfg->stats_address);
+	free(cfg->stats_token);
+	free(cfg->stats_allow);
 	free(cfg->spool);
 	free(cfg->hostname);
 	free(cfg->path);

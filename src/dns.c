@@ -36,6 +36,7 @@
 #include <event2/event.h>
 
 #include "petrel/log.h"
+#include "petrel/stats.h"
 
 #define DNS_NAME_MAX 253 /* presentation form, without the trailing dot */
 
@@ -569,6 +570,7 @@ dns_req_deliver(evutil_socket_t fd, short what, void *arg)
 		          req->kind == DNS_KIND_MX ? "mx" : "host", name,
 		          dns_status_name(req->res.status), req->res.nhosts, error);
 	}
+	stats_dns_result(req->res.status);
 	/* Unlinked first: a callback that calls dns_free() must not free this request under us. */
 	dns_req_unlink(req);
 	req->delivering = true;

@@ -21,6 +21,7 @@
 #include "petrel/scheduler.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
+#include "petrel/stats.h"
 #include "petrel/tls.h"
 #include "petrel/worker.h"
 #ifndef PETREL_DEFAULT_CONFIG
@@ -39,6 +40,7 @@ struct petrel {
 	struct auth_users *users;
 	struct auth_throttle *throttle;
 	struct worker_pool *auth_workers;
+	struct stats_endpoint *stats; /* NULL without a stats: section */
 	unsigned draining; /* parts still finishing after a stop signal (inbound, outbound) */
 	struct event *sig_term, *sig_int, *sig_hup, *grace;
 	bool stopping;
@@ -154,33 +156,6 @@ petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 	scheduler_shutdown(p->sched, petrel_drained, p);
 }
 
-/*
- * Settings the file format knows but this build cannot honour yet: refuse them at start rather
- * than send in the clear or without the credentials the administrator asked for.
- */
-static int
-petrel_check_supported(const struct petrel_config *cfg, const char *path)
-{
-	size_t i;
-	int bad = 0;
-
-	for (i = 0; i < cfg->nroutes; i++) {
-		const struct config_route *r = &cfg->routes[i];
-		const char *what = r->tls == CONFIG_TLS_REQUIRE ? "tls: require"
-		                   : r->auth_user               ? "auth"
-		                   : r->ca_file                 ? "ca_file"
-		                                                : NULL;
-		if (what == NULL)
-			continue;
-		fprintf(stderr,
-		        "%s:%u: routes[%zu] (%s): %s needs outbound TLS/AUTH, which this version "
-		        "of petrel does not have\n",
-		        path, r->line, i, r->domain, what);
-		bad = 1;
-	}
-	return bad ? -1 : 0;
-}
-
 static void
 petrel_raise_nofile(void)
 {
@@ -215,8 +190,10 @@ petrel_run(struct petrel *p)
 		return 1;
 	} /* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
 	dns_set_timeout(p->dns, 2000, 2);
-	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns)) == NULL) {
-		log_error("petrel cannot start the queue");
+	/* Also loads the routes' ca_file and auth password_file: a bad one stops the start. */
+	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns, &err)) == NULL) {
+		log_error("petrel cannot start the queue: %s", err ? err : "out of memory");
+		free(err);
 		return 1;
 	}
 	spool_set_queue_hook(p->spool, petrel_queue_hook, p);
@@ -262,6 +239,13 @@ petrel_run(struct petrel *p)
 	}
 	if (smtp_server_listen(p->srv, &err) == -1) {
 		log_error("petrel %s", err ? err : "cannot listen");
+		free(err);
+		return 1;
+	}
+	if (p->cfg->stats_address != NULL &&
+	    (p->stats = stats_endpoint_new(p->base, p->cfg, p->srv, p->spool, p->sched, &err)) ==
+	            NULL) {
+		log_error("petrel %s", err ? err : "cannot start the stats endpoint");
 		free(err);
 		return 1;
 	}
@@ -328,6 +312,7 @@ petrel_cleanup(struct petrel *p)
 		         (unsigned long long)qs.deferred, (unsigned long long)qs.bounced,
 		         (unsigned long long)qs.expired, (unsigned long long)qs.dsns);
 	}
+	stats_endpoint_free(p->stats);     /* it reads the server, spool and queue */
 	worker_pool_free(p->auth_workers); /* before the sessions its jobs point to */
 	smtp_server_free(p->srv);
 	scheduler_free(p->sched);
@@ -386,10 +371,6 @@ main(int argc, char **argv)
 	if (config_load(path, &p.cfg, &errors) == -1) {
 		fputs(errors ? errors : "petrel: cannot load configuration\n", stderr);
 		free(errors);
-		return 1;
-	}
-	if (petrel_check_supported(p.cfg, path) == -1) {
-		config_free(p.cfg);
 		return 1;
 	}
 	if (check) {

@@ -25,6 +25,7 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -36,7 +37,9 @@
 
 #include <event2/buffer.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
 
+#include "petrel/auth.h"
 #include "petrel/bounce.h"
 #include "petrel/delivery/maildir.h"
 #include "petrel/delivery/smtp_client.h"
@@ -45,6 +48,8 @@
 #include "petrel/message.h"
 #include "petrel/queue.h"
 #include "petrel/spool.h"
+#include "petrel/stats.h"
+#include "petrel/tls.h"
 #include "petrel/worker.h"
 
 #define SCHED_HOPS_MAX        50            /* Received: headers before we call it a loop */
@@ -53,7 +58,7 @@
 #define SCHED_DSN_FULL_MAX    (1024 * 1024) /* RET=FULL: embed at most this much */
 #define SCHED_DEST_BUCKETS    1024
 #define SCHED_MAILDIR_THREADS 2
-#define SCHED_DSN_WAIT        4 /* DSN commits a message waits for at once */
+#define SCHED_OLDEST_SCAN     64 /* messages looked at for the oldest arrival (stats) */
 
 enum sched_rcpt_state {
 	RS_PENDING = 0,
@@ -74,13 +79,17 @@ struct sched_msg {
 	bool loop;   /* too many Received: headers */
 	uint64_t expires_ms;
 	struct scheduler *sched;
-	/* DSNs about this message not yet committed: it stays in the spool until they are, so a
-	 * crash cannot lose both the message and its bounce. */
-	struct {
-		struct spool_job *job;
-		char id[MESSAGE_ID_LEN + 1];
-	} dsn[SCHED_DSN_WAIT];
-	unsigned ndsn;
+	/* DSNs about this message not yet on disk: the message stays in the spool, and the
+	 * journal lines of the recipients they report wait with them, so a crash before the DSN
+	 * is committed leaves those recipients pending (bounced again) instead of lost. */
+	struct sched_dsn_wait *dsn_waits;
+};
+
+struct sched_dsn_wait {
+	struct sched_dsn_wait *next;
+	struct spool_job *job;
+	char id[MESSAGE_ID_LEN + 1];
+	char *journal; /* lines to append once the DSN is committed, or NULL */
 };
 
 struct sched_unit {
@@ -121,15 +130,24 @@ struct sched_dest {
 	struct sched_conn *idle;
 };
 
+/* What a route needs for STARTTLS and AUTH, loaded once by scheduler_new (cfg->routes[i]). */
+struct sched_route_sec {
+	struct tls_client *tls; /* the route's ca_file, or NULL: the scheduler's tls_system */
+	char *auth_pass;        /* first line of auth.password_file, or NULL; never logged */
+};
+
 struct scheduler {
 	struct event_base *base;
 	const struct petrel_config *cfg;
+	struct tls_client *tls_system; /* outbound TLS with the system trust store */
+	struct sched_route_sec *rsec;  /* one per cfg->routes[] */
 	struct spool *spool;
 	struct dns *dns;
 	struct worker_pool *workers;
 	struct event *timer;
 	struct queue heap;
 	struct sched_msg *msgs;
+	struct sched_msg *msgs_tail; /* queued longest ago (stats: oldest arrival) */
 	struct sched_unit *units;
 	struct sched_conn *conns;
 	struct sched_dest *dests[SCHED_DEST_BUCKETS];
@@ -152,6 +170,17 @@ sched_now_ms(void)
 
 	gettimeofday(&tv, NULL);
 	return (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
+}
+
+/* Nanoseconds from msg's arrival to now_ms (0 if the clock went back): for the stats. */
+static uint64_t
+sched_age_ns(const struct message *msg, uint64_t now_ms)
+{
+	uint64_t arrival =
+	        (uint64_t)msg->arrival.tv_sec * 1000000u + (uint64_t)msg->arrival.tv_usec;
+	uint64_t now = now_ms * 1000u;
+
+	return now > arrival ? (now - arrival) * 1000u : 0;
 }
 
 /* ---- messages ---- */
@@ -239,6 +268,8 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	m->next = s->msgs;
 	if (s->msgs)
 		s->msgs->prev = m;
+	else
+		s->msgs_tail = m;
 	s->msgs = m;
 	s->stats.queued++;
 	return m;
@@ -248,14 +279,21 @@ static void
 sched_msg_free(struct scheduler *s, struct sched_msg *m)
 {
 	size_t i;
-	for (i = 0; i < m->ndsn; i++)
-		spool_job_cancel(m->dsn[i].job);
+	while (m->dsn_waits != NULL) {
+		struct sched_dsn_wait *w = m->dsn_waits;
+		m->dsn_waits = w->next;
+		spool_job_cancel(w->job);
+		free(w->journal);
+		free(w);
+	}
 	if (m->prev)
 		m->prev->next = m->next;
 	else
 		s->msgs = m->next;
 	if (m->next)
 		m->next->prev = m->prev;
+	else
+		s->msgs_tail = m->prev;
 	for (i = 0; i < m->msg->nrcpts; i++)
 		free(m->diag[i]);
 	free(m->diag);
@@ -269,7 +307,7 @@ sched_msg_free(struct scheduler *s, struct sched_msg *m)
 static void
 sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
 {
-	if (m->npending != 0 || m->nunits != 0 || m->ndsn != 0)
+	if (m->npending != 0 || m->nunits != 0 || m->dsn_waits != NULL)
 		return;
 	log_info("%s removed (every recipient done)", m->msg->id);
 	spool_remove(s->spool, m->msg->id);
@@ -437,31 +475,42 @@ static void
 sched_dsn_committed(void *arg, const char *id, bool ok)
 {
 	struct sched_msg *m = arg;
-	unsigned i;
+	struct sched_dsn_wait **pp, *w;
 
-	for (i = 0; i < m->ndsn; i++)
-		if (strcmp(m->dsn[i].id, id) == 0) {
-			m->dsn[i] = m->dsn[--m->ndsn];
+	for (pp = &m->dsn_waits; (w = *pp) != NULL; pp = &w->next)
+		if (strcmp(w->id, id) == 0) {
+			*pp = w->next;
 			break;
 		}
 	if (!ok)
 		log_error("%s dsn id=%s could not be spooled: the sender is not notified",
 		          m->msg->id, id);
+	if (w != NULL) {
+		/* The DSN is on disk: now the recipients it reports may be final on disk too. */
+		if (w->journal && spool_state_append(m->sched->spool, m->msg->id, w->journal,
+		                                     strlen(w->journal)) == -1)
+			log_error("%s journal write failed error=\"%s\"", m->msg->id,
+			          strerror(errno));
+		free(w->journal);
+		free(w);
+	}
 	sched_msg_maybe_remove(m->sched, m);
 }
 
 /* Spool a DSN about some recipients of m to its sender (never for the null sender). */
 static void
-sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcpt *rcpts, size_t n)
+sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcpt *rcpts, size_t n,
+               const char *journal)
 {
 	struct bounce_info info;
 	struct message *dsn = NULL;
-	struct spool_job *job;
-	char *orig = NULL, id[MESSAGE_ID_LEN + 1];
+	struct sched_dsn_wait *w = NULL;
+	char *orig = NULL;
 	size_t orig_len = 0;
+	const char *p;
 
 	if (n == 0 || m->msg->from == NULL || m->msg->from[0] == '\0')
-		return;
+		goto journal_now;
 	memset(&info, 0, sizeof(info));
 	orig = sched_read_original(s, m, &orig_len);
 	info.reporting_mta = s->cfg->hostname;
@@ -484,32 +533,48 @@ sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcp
 		log_error("%s dsn failed error=\"%s\"", m->msg->id, strerror(errno));
 		message_free(dsn);
 		free(orig);
-		return;
+		goto journal_now;
 	}
 	free(orig);
 	dsn->protocol = "local";
 	/* The original (or its headers) travels inside: it keeps its 8-bit declaration. */
 	if (m->msg->body_type == SMTP_BODY_8BITMIME)
 		dsn->body_type = SMTP_BODY_8BITMIME;
+	/* RFC 6531 §3.4: mail to a UTF-8 address needs SMTPUTF8. */
+	for (p = m->msg->from; *p; p++)
+		if ((unsigned char)*p >= 0x80)
+			dsn->smtputf8 = true;
 	snprintf(dsn->client_addr, sizeof(dsn->client_addr), "local");
 	dsn->body_size = evbuffer_get_length(dsn->body);
 	log_info("%s dsn id=%s to=<%s> action=%s nrcpt=%zu", m->msg->id, dsn->id, m->msg->from,
 	         rcpts[0].action == BOUNCE_DELAYED ? "delayed" : "failed", n);
-	if (spool_msg_begin(s->spool, dsn, "", 0) == -1) {
+	if ((w = calloc(1, sizeof(*w))) == NULL ||
+	    (journal != NULL && (w->journal = strdup(journal)) == NULL) ||
+	    spool_msg_begin(s->spool, dsn, "", 0) == -1) {
 		log_error("%s dsn spool failed error=\"%s\"", m->msg->id, strerror(errno));
 		spool_msg_abort(s->spool, dsn);
-		return;
+		if (w)
+			free(w->journal);
+		free(w);
+		goto journal_now;
 	}
 	s->stats.dsns++;
-	snprintf(id, sizeof(id), "%s", dsn->id);
-	/* The queue hook takes the DSN from there; we only wait for it to be on disk. */
-	job = spool_msg_commit(s->spool, dsn, m->ndsn < SCHED_DSN_WAIT ? sched_dsn_committed : NULL,
-	                       m);
-	if (job != NULL && m->ndsn < SCHED_DSN_WAIT) {
-		m->dsn[m->ndsn].job = job;
-		memcpy(m->dsn[m->ndsn].id, id, sizeof(id));
-		m->ndsn++;
+	memcpy(w->id, dsn->id, sizeof(w->id));
+	/* The queue hook takes the DSN from there; we wait for it to be on disk. */
+	w->job = spool_msg_commit(s->spool, dsn, sched_dsn_committed, m);
+	if (w->job == NULL) {
+		free(w->journal);
+		free(w);
+		goto journal_now;
 	}
+	w->next = m->dsn_waits;
+	m->dsn_waits = w;
+	return;
+journal_now:
+	/* No DSN will be on disk (none wanted, or it failed): the lines are final now. */
+	if (journal && journal[0] &&
+	    spool_state_append(s->spool, m->msg->id, journal, strlen(journal)) == -1)
+		log_error("%s journal write failed error=\"%s\"", m->msg->id, strerror(errno));
 }
 
 static void
@@ -521,11 +586,16 @@ sched_log_result(struct sched_unit *u, size_t i, const char *what)
 	                    : u->route->kind == CONFIG_ROUTE_RELAY   ? "relay"
 	                    : u->route->kind == CONFIG_ROUTE_MAILDIR ? "maildir"
 	                                                             : "discard";
-	char text[300];
+	char text[300], tls[80];
 
-	log_info("%s delivery to=<%s> route=%s relay=%s status=%s dsn=%s attempt=%u reply=\"%s\"",
+	if (u->txn.tls[0])
+		snprintf(tls, sizeof(tls), "\"%s\"", u->txn.tls);
+	else
+		snprintf(tls, sizeof(tls), "none");
+	log_info("%s delivery to=<%s> route=%s relay=%s status=%s dsn=%s attempt=%u tls=%s "
+	         "reply=\"%s\"",
 	         u->m->msg->id, u->m->msg->rcpts[u->rcpts[i]].addr, route,
-	         u->txn.remote[0] ? u->txn.remote : "-", what, r->status, u->attempts + 1,
+	         u->txn.remote[0] ? u->txn.remote : "-", what, r->status, u->attempts + 1, tls,
 	         log_escape(text, sizeof(text), r->text, strlen(r->text)));
 }
 
@@ -546,15 +616,23 @@ sched_unit_done(struct sched_unit *u)
 	uint64_t now = sched_now_ms();
 	time_t now_s = (time_t)(now / 1000);
 	bool expired = now >= m->expires_ms;
-	char *jbuf = NULL;
-	size_t jlen = 0;
-	FILE *jb = open_memstream(&jbuf, &jlen); /* journal lines of this attempt */
+	char *jbuf = NULL, *fjbuf = NULL;
+	size_t jlen = 0, fjlen = 0;
+	FILE *jb = open_memstream(&jbuf, &jlen);   /* journal lines of this attempt */
+	FILE *fj = open_memstream(&fjbuf, &fjlen); /* ... of recipients a DSN will report */
+	char remote[256]; /* Remote-MTA: the host name only (RFC 3464 "dns" type) */
 
-	if (jb == NULL || fails == NULL || delays == NULL) {
+	snprintf(remote, sizeof(remote), "%.*s", (int)strcspn(u->txn.remote, "["), u->txn.remote);
+	enum config_route_kind kind = u->route != NULL ? u->route->kind : CONFIG_ROUTE_MX;
+
+	if (jb == NULL || fj == NULL || fails == NULL || delays == NULL) {
 		/* Out of memory: try this unit again in a minute, nothing lost. */
 		if (jb)
 			fclose(jb);
+		if (fj)
+			fclose(fj);
 		free(jbuf);
+		free(fjbuf);
 		free(fails);
 		free(delays);
 		if (u->inflight) {
@@ -579,6 +657,7 @@ sched_unit_done(struct sched_unit *u)
 		close(u->txn.fd);
 		u->txn.fd = -1;
 	}
+	stats_delivery_attempt();
 	for (i = 0; i < u->nrcpts; i++) {
 		unsigned idx = u->rcpts[i];
 		struct smtp_txn_rcpt *r = &u->txn_rcpts[i];
@@ -589,15 +668,18 @@ sched_unit_done(struct sched_unit *u)
 		if (cls == 2) {
 			m->state[idx] = RS_DELIVERED;
 			s->stats.delivered++;
+			stats_recipient(STATS_OUTCOME_DELIVERED, kind);
+			stats_observe(STATS_HIST_DELIVERY, sched_age_ns(msg, now));
 			sched_log_result(u, i, "sent");
 			fprintf(jb, "%u delivered %lld\n", idx, (long long)now_s);
 		} else if (cls == 5) {
 			m->state[idx] = RS_BOUNCED;
 			s->stats.bounced++;
+			stats_recipient(STATS_OUTCOME_BOUNCED, kind);
 			sched_log_result(u, i, "bounced");
-			fprintf(jb, "%u bounced %lld\n", idx, (long long)now_s);
 			if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
 				b = &fails[nfail++];
+			fprintf(b ? fj : jb, "%u bounced %lld\n", idx, (long long)now_s);
 		} else {
 			free(m->diag[idx]);
 			m->diag[idx] = strdup(r->text);
@@ -605,13 +687,15 @@ sched_unit_done(struct sched_unit *u)
 			if (expired) {
 				m->state[idx] = RS_EXPIRED;
 				s->stats.expired++;
+				stats_recipient(STATS_OUTCOME_EXPIRED, kind);
 				snprintf(r->status, sizeof(r->status), "4.4.7");
 				sched_log_result(u, i, "expired");
-				fprintf(jb, "%u expired %lld\n", idx, (long long)now_s);
 				if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
 					b = &fails[nfail++];
+				fprintf(b ? fj : jb, "%u expired %lld\n", idx, (long long)now_s);
 			} else {
 				sched_log_result(u, i, "deferred");
+				stats_recipient(STATS_OUTCOME_DEFERRED, kind);
 				u->rcpts[nretry++] = idx;
 				if (s->cfg->delay_warning && !m->warned &&
 				    now_s - msg->arrival.tv_sec >= (time_t)s->cfg->delay_warning &&
@@ -621,7 +705,7 @@ sched_unit_done(struct sched_unit *u)
 					dl->orcpt = mr->orcpt;
 					dl->action = BOUNCE_DELAYED;
 					dl->status = r->status;
-					dl->remote_mta = u->txn.remote[0] ? u->txn.remote : NULL;
+					dl->remote_mta = remote[0] ? remote : NULL;
 					dl->diagnostic = r->text;
 					dl->last_attempt = now_s;
 					dl->will_retry_until = (time_t)(m->expires_ms / 1000);
@@ -635,18 +719,23 @@ sched_unit_done(struct sched_unit *u)
 			b->orcpt = mr->orcpt;
 			b->action = BOUNCE_FAILED;
 			b->status = r->status;
-			b->remote_mta = u->txn.remote[0] ? u->txn.remote : NULL;
+			b->remote_mta = remote[0] ? remote : NULL;
 			b->diagnostic = r->text;
 			b->last_attempt = now_s;
 		}
 	}
+	fflush(fj);
 	if (nfail > 0)
-		sched_send_dsn(s, m, fails, nfail);
+		sched_send_dsn(s, m, fails, nfail, fjbuf);
 	if (ndelay > 0) {
-		sched_send_dsn(s, m, delays, ndelay);
+		char warned[64];
+
+		snprintf(warned, sizeof(warned), "- warned %lld\n", (long long)now_s);
 		m->warned = true;
-		fprintf(jb, "- warned %lld\n", (long long)now_s);
+		sched_send_dsn(s, m, delays, ndelay, warned);
 	}
+	fclose(fj);
+	free(fjbuf);
 	free(fails);
 	free(delays);
 	free(u->txn_rcpts);
@@ -663,9 +752,9 @@ sched_unit_done(struct sched_unit *u)
 		sched_unit_schedule(s, u, now + (uint64_t)delay * 1000u);
 	} else {
 		sched_unit_free(s, u);
-	} /* A message that leaves the spool now needs no journal; one that stays keeps its story.
-	   */
-	if (!(m->npending == 0 && m->nunits == 0 && m->ndsn == 0))
+	}
+	/* A message that leaves the spool now needs no journal; one that stays keeps its story. */
+	if (!(m->npending == 0 && m->nunits == 0 && m->dsn_waits == NULL))
 		sched_journal_flush(s, m, jb, &jbuf, &jlen);
 	fclose(jb);
 	free(jbuf);
@@ -830,6 +919,25 @@ sched_set_port(struct sockaddr_storage *ss, unsigned port)
 		((struct sockaddr_in *)ss)->sin_port = htons((uint16_t)port);
 }
 
+/* The route's STARTTLS and AUTH settings for a client. */
+static void
+sched_client_security(const struct scheduler *s, const struct config_route *r,
+                      struct smtp_client_config *cc)
+{
+	const struct sched_route_sec *sec = NULL;
+
+	if (r >= s->cfg->routes && r < s->cfg->routes + s->cfg->nroutes)
+		sec = &s->rsec[r - s->cfg->routes];
+	cc->tls = r->tls == CONFIG_TLS_NONE      ? SMTP_CLIENT_TLS_NONE
+	          : r->tls == CONFIG_TLS_REQUIRE ? SMTP_CLIENT_TLS_REQUIRE
+	                                         : SMTP_CLIENT_TLS_OPPORTUNISTIC;
+	cc->tls_ctx = sec && sec->tls ? sec->tls : s->tls_system;
+	if (sec && sec->auth_pass && r->auth_user) {
+		cc->auth_user = r->auth_user;
+		cc->auth_pass = sec->auth_pass;
+	}
+}
+
 /* Connect to the targets and run the unit's transaction on a new connection. */
 static void
 sched_connect(struct scheduler *s, struct sched_unit *u, const struct smtp_target *targets,
@@ -851,6 +959,7 @@ sched_connect(struct scheduler *s, struct sched_unit *u, const struct smtp_targe
 	conn->sched = s;
 	conn->dest = u->dest;
 	conn->unit = u;
+	sched_client_security(s, u->route, &cc);
 	conn->client = smtp_client_new(s->base, &cc, targets, n, &u->txn, sched_client_cb, conn);
 	if (conn->client == NULL) {
 		free(conn);
@@ -874,6 +983,14 @@ sched_dns_cb(void *arg, const struct dns_result *res)
 	char text[240];
 
 	u->dns = NULL;
+	if (u->route->kind == CONFIG_ROUTE_RELAY && res->status != DNS_OK) {
+		/* A smarthost that does not resolve is a configuration or DNS problem, not the
+		 * recipient's fault: keep the mail. */
+		snprintf(text, sizeof(text), "451 4.4.3 smarthost %.100s: %.100s",
+		         u->route->relay_host, res->error);
+		sched_unit_fail_all(u, 451, "4.4.3", text);
+		return;
+	}
 	switch (res->status) {
 	case DNS_OK:
 		break;
@@ -1096,6 +1213,12 @@ sched_dispatch(struct scheduler *s, struct sched_unit *u)
 	case CONFIG_ROUTE_RELAY:
 		port = r->relay_port ? r->relay_port : 25;
 		snprintf(key, sizeof(key), "relay:%s:%u", r->relay_host, port);
+		/* Connections are reused within a destination: one that is plain, or logged in as
+		 * someone, must not carry mail of a route that asks for more (or other) security.
+		 */
+		if (r->tls != CONFIG_TLS_OPPORTUNISTIC || r->auth_user || r->ca_file)
+			snprintf(key + strlen(key), sizeof(key) - strlen(key), "#%zu",
+			         (size_t)(r - s->cfg->routes));
 		break;
 	default:
 		port = r->mx_port ? r->mx_port : 25;
@@ -1144,14 +1267,139 @@ scheduler_kick(struct scheduler *s)
 	}
 }
 
+/* ---- outbound TLS contexts and AUTH passwords ---- */
+
+/*
+ * The password for AUTH to a smarthost: the first line of the file, without its line end (LF or
+ * CRLF). Returns it (malloc'd; wipe it before freeing), or NULL with *why set (static text or
+ * strerror) when the file cannot be read, is empty, holds a NUL or is too long.
+ */
+static char *
+sched_read_password(const char *path, const char **why)
+{
+	char buf[AUTH_PASS_MAX + 3];
+	size_t n = 0, len;
+	ssize_t got;
+	char *pass = NULL;
+	int fd;
+
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)) == -1) {
+		*why = strerror(errno);
+		return NULL;
+	}
+	while (n < sizeof(buf) - 1 && (got = read(fd, buf + n, sizeof(buf) - 1 - n)) != 0) {
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0) {
+			*why = strerror(errno);
+			close(fd);
+			goto done;
+		}
+		n += (size_t)got;
+	}
+	close(fd);
+	buf[n] = '\0';
+	len = strcspn(buf, "\n");
+	if (len == n && n == sizeof(buf) - 1) {
+		*why = "the password is too long";
+		goto done;
+	}
+	if (memchr(buf, '\0', len) != NULL) {
+		*why = "the password contains a NUL byte";
+		goto done;
+	}
+	if (len > 0 && buf[len - 1] == '\r')
+		len--;
+	if (len == 0)
+		*why = "the first line is empty";
+	else if (len > AUTH_PASS_MAX)
+		*why = "the password is too long";
+	else if ((pass = strndup(buf, len)) == NULL)
+		*why = strerror(errno);
+done:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return pass;
+}
+
+static void
+sched_security_free(struct scheduler *s)
+{
+	size_t i;
+
+	if (s->rsec != NULL) {
+		for (i = 0; i < s->cfg->nroutes; i++) {
+			tls_client_free(s->rsec[i].tls);
+			if (s->rsec[i].auth_pass != NULL) {
+				OPENSSL_cleanse(s->rsec[i].auth_pass, strlen(s->rsec[i].auth_pass));
+				free(s->rsec[i].auth_pass);
+			}
+		}
+		free(s->rsec);
+		s->rsec = NULL;
+	}
+	tls_client_free(s->tls_system);
+	s->tls_system = NULL;
+}
+
+/* One TLS client context for the system trust store, one per route with a ca_file, and the
+ * routes' AUTH passwords. 0, or -1 with *err (malloc'd) naming the route. */
+static int
+sched_security_load(struct scheduler *s, char **err)
+{
+	const struct petrel_config *cfg = s->cfg;
+	char *terr = NULL;
+	const char *why;
+	size_t i;
+
+	if ((s->tls_system = tls_client_new(NULL, &terr)) == NULL) {
+		if (asprintf(err, "outbound TLS: %s", terr ? terr : "out of memory") == -1)
+			*err = NULL;
+		free(terr);
+		return -1;
+	}
+	if ((s->rsec = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*s->rsec))) == NULL)
+		return -1;
+	for (i = 0; i < cfg->nroutes; i++) {
+		const struct config_route *r = &cfg->routes[i];
+
+		if (r->ca_file != NULL &&
+		    (s->rsec[i].tls = tls_client_new(r->ca_file, &terr)) == NULL) {
+			if (asprintf(err, "%s:%u: routes[%zu] (%s): ca_file: %s", cfg->path,
+			             r->line, i, r->domain, terr ? terr : "out of memory") == -1)
+				*err = NULL;
+			free(terr);
+			return -1;
+		}
+		if (r->auth_user == NULL || r->auth_password_file == NULL)
+			continue;
+		if (strlen(r->auth_user) > AUTH_NAME_MAX) {
+			if (asprintf(err,
+			             "%s:%u: routes[%zu] (%s): auth user is longer than %d octets",
+			             cfg->path, r->line, i, r->domain, AUTH_NAME_MAX) == -1)
+				*err = NULL;
+			return -1;
+		}
+		if ((s->rsec[i].auth_pass = sched_read_password(r->auth_password_file, &why)) ==
+		    NULL) {
+			if (asprintf(err, "%s:%u: routes[%zu] (%s): auth password_file %s: %s",
+			             cfg->path, r->line, i, r->domain, r->auth_password_file,
+			             why) == -1)
+				*err = NULL;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* ---- public ---- */
 
 struct scheduler *
 scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct spool *sp,
-              struct dns *dns)
+              struct dns *dns, char **err)
 {
 	struct scheduler *s;
 
+	*err = NULL;
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	s->base = base;
@@ -1159,14 +1407,18 @@ scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct s
 	s->spool = sp;
 	s->dns = dns;
 	queue_init(&s->heap);
+	if (sched_security_load(s, err) == -1)
+		goto fail;
 	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL ||
-	    (s->workers = worker_pool_new(base, SCHED_MAILDIR_THREADS)) == NULL) {
-		if (s->timer)
-			event_free(s->timer);
-		free(s);
-		return NULL;
-	}
+	    (s->workers = worker_pool_new(base, SCHED_MAILDIR_THREADS)) == NULL)
+		goto fail;
 	return s;
+fail:
+	if (s->timer)
+		event_free(s->timer);
+	sched_security_free(s);
+	free(s);
+	return NULL;
 }
 
 void
@@ -1233,6 +1485,7 @@ scheduler_free(struct scheduler *s)
 		}
 	queue_release(&s->heap);
 	event_free(s->timer);
+	sched_security_free(s);
 	free(s);
 }
 
@@ -1354,4 +1607,20 @@ scheduler_get_stats(const struct scheduler *s, struct scheduler_stats *out)
 {
 	*out = s->stats;
 	out->inflight = s->inflight;
+}
+
+int
+scheduler_oldest_arrival(const struct scheduler *s, struct timeval *out)
+{
+	const struct sched_msg *m;
+	unsigned n;
+
+	if (s->msgs_tail == NULL)
+		return -1;
+	*out = s->msgs_tail->msg->arrival;
+	for (m = s->msgs_tail, n = 0; m != NULL && n < SCHED_OLDEST_SCAN; m = m->prev, n++) {
+		if (timercmp(&m->msg->arrival, out, <))
+			*out = m->msg->arrival;
+	}
+	return 0;
 }

@@ -29,6 +29,7 @@
 
 #include "petrel/log.h"
 #include "petrel/message.h"
+#include "petrel/stats.h"
 
 #define SPOOL_IOV 64
 
@@ -39,6 +40,8 @@ struct spool_job {
 	spool_commit_cb cb; /* NULL once cancelled */
 	void *arg;
 	bool ok;
+	bool batch_head;  /* the first job of a sync batch: carries the batch's time */
+	uint64_t sync_ns; /* batch_head: syncfs to fsync of queue/, measured by the thread */
 };
 
 struct spool {
@@ -196,6 +199,8 @@ spool_run_done(struct spool *sp)
 	pthread_mutex_unlock(&sp->lock);
 	for (; job != NULL; job = next) {
 		next = job->next;
+		if (job->batch_head)
+			stats_observe(STATS_HIST_SPOOL_SYNC, job->sync_ns);
 		if (job->msg != NULL) {
 			if (job->ok)
 				sp->stats.commits++;
@@ -468,6 +473,7 @@ spool_sync_main(void *arg)
 {
 	struct spool *sp = arg;
 	struct spool_job *batch, *job, **tail;
+	uint64_t start;
 	bool stop;
 
 	for (;;) {
@@ -486,6 +492,7 @@ spool_sync_main(void *arg)
 			continue;
 		}
 
+		start = stats_now_ns(); /* only the clock: the registry belongs to the loop */
 		if (syncfs(sp->tmpfd) == -1) {
 			log_error("spool syncfs failed dir=%s error=\"%s\"", sp->dir,
 			          strerror(errno));
@@ -514,6 +521,8 @@ spool_sync_main(void *arg)
 				job->ok = false;
 			}
 		}
+		batch->batch_head = true;
+		batch->sync_ns = stats_now_ns() - start;
 		pthread_mutex_lock(&sp->lock);
 		sp->stats.batches++;
 		pthread_mutex_unlock(&sp->lock);

@@ -8,9 +8,12 @@
  */
 #include "petrel/tls.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
@@ -137,22 +140,43 @@ tls_client_free(struct tls_client *t)
 SSL *
 tls_client_ssl(struct tls_client *t, const char *host, bool verify)
 {
-	SSL *ssl = SSL_new(t->ctx);
+	char ip[INET6_ADDRSTRLEN + 8];
+	unsigned char bin[sizeof(struct in6_addr)];
+	size_t len = host ? strlen(host) : 0;
+	bool literal = false;
+	SSL *ssl;
 
-	if (ssl == NULL)
+	/* An address, bare or as an RFC 5321 literal ("[192.0.2.1]", "[IPv6:2001:db8::1]"), is
+	 * matched against the certificate's IP SANs, and gets no SNI (RFC 6066 §3). */
+	if (len >= 2 && host[0] == '[' && host[len - 1] == ']')
+		snprintf(ip, sizeof(ip), "%.*s", (int)(len - 2), host + 1);
+	else
+		snprintf(ip, sizeof(ip), "%s", host ? host : "");
+	if (strncasecmp(ip, "IPv6:", 5) == 0)
+		memmove(ip, ip + 5, strlen(ip + 5) + 1);
+	literal = inet_pton(AF_INET, ip, bin) == 1 || inet_pton(AF_INET6, ip, bin) == 1;
+
+	if ((ssl = SSL_new(t->ctx)) == NULL)
 		return NULL;
-	if (host && host[0] && host[0] != '[')
-		SSL_set_tlsext_host_name(ssl, host);
-	if (verify) {
-		SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
-		if (SSL_set1_host(ssl, host) != 1) {
-			SSL_free(ssl);
-			return NULL;
-		}
-	} else {
+	if (!literal && len > 0 && SSL_set_tlsext_host_name(ssl, host) != 1)
+		goto fail;
+	if (!verify) {
 		SSL_set_verify(ssl, SSL_VERIFY_NONE, NULL);
+		return ssl;
+	}
+	SSL_set_verify(ssl, SSL_VERIFY_PEER, NULL);
+	if (literal) {
+		if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), ip) != 1)
+			goto fail;
+	} else {
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (len == 0 || SSL_set1_host(ssl, host) != 1)
+			goto fail;
 	}
 	return ssl;
+fail:
+	SSL_free(ssl);
+	return NULL;
 }
 
 void

@@ -151,6 +151,15 @@ struct petrel_config {
 	unsigned auth_max_failures;   /* auth.max_failures: failures per IP before 421, default 5;
 	                               * 1..1000 */
 	unsigned auth_failure_window; /* auth.failure_window: seconds, default 15m; >= 1 */
+
+	/* stats: — the HTTP endpoint (/metrics, /stats, /healthz, /); off without the section */
+	char *stats_address;                /* stats.address as written; NULL = no endpoint */
+	struct sockaddr_storage stats_addr; /* resolved numerically (no DNS) */
+	socklen_t stats_addrlen;
+	char *stats_token;        /* stats.token: "Authorization: Bearer <token>" required on
+	                           * /metrics, /stats and /healthz when set; NULL = none */
+	struct cidr *stats_allow; /* stats.allow: who may connect; default 127.0.0.0/8, ::1/128 */
+	size_t nstats_allow;
 };
 
 /*

@@ -11,6 +11,7 @@
 #define PETREL_SCHEDULER_H
 
 #include <stdint.h>
+#include <sys/time.h>
 
 #include "petrel/config.h"
 
@@ -30,8 +31,14 @@ struct scheduler_stats {
 	uint64_t inflight;  /* deliveries under way now */
 };
 
+/*
+ * Also loads what outbound delivery needs from the routes: a TLS client context for the system
+ * trust store and one per route with ca_file, and each auth password_file (its first line, kept
+ * in memory, never logged). Returns NULL on failure, with *err (malloc'd, naming the file and
+ * the route; NULL when out of memory).
+ */
 struct scheduler *scheduler_new(struct event_base *base, const struct petrel_config *cfg,
-                                struct spool *sp, struct dns *dns);
+                                struct spool *sp, struct dns *dns, char **err);
 
 /* Stop starting deliveries, close idle connections, free everything (in-flight deliveries are
  * abandoned: their recipients stay pending in the spool). */
@@ -49,6 +56,13 @@ void scheduler_add(struct scheduler *s, struct message *msg);
 long scheduler_recover(struct scheduler *s);
 
 void scheduler_get_stats(const struct scheduler *s, struct scheduler_stats *out);
+
+/*
+ * The arrival time of the oldest queued message, for the stats endpoint. Bounded work: it looks
+ * at the SCHED_OLDEST_SCAN messages queued longest ago (queue order is arrival order but for
+ * messages received side by side). Returns 0, or -1 when the queue is empty.
+ */
+int scheduler_oldest_arrival(const struct scheduler *s, struct timeval *out);
 
 /*
  * Effective priority of a message: the configured class (queue.priorities) times 4, plus a

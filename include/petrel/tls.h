@@ -33,7 +33,10 @@ SSL *tls_server_ssl(struct tls_server *t);
 struct tls_client *tls_client_new(const char *ca_file, char **err);
 void tls_client_free(struct tls_client *t);
 
-/* A new client-side SSL for `host` (SNI; with verify, the certificate must match it). */
+/* A new client-side SSL for `host`: SNI with a name; with verify, the certificate must match the
+ * name, or for an address (bare, or "[192.0.2.1]", "[IPv6:2001:db8::1]") an IP SAN. Caller owns
+ * it until it hands it to a bufferevent filter. NULL on failure (OpenSSL's error queue says why).
+ */
 SSL *tls_client_ssl(struct tls_client *t, const char *host, bool verify);
 
 /* "TLSv1.3 cipher=TLS_AES_256_GCM_SHA384 bits=256" into buf (for Received: and logs). */

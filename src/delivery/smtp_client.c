@@ -7,6 +7,10 @@
  * PIPELINING all of it is written at once and the replies are matched by their position
  * (cmds_replied); without it each reply releases the next command.
  *
+ * Security comes first on a new connection: banner, EHLO, STARTTLS and EHLO again (the filter
+ * replaces the plain bufferevent, RFC 3207 §4.2: the first EHLO's answer is forgotten), AUTH,
+ * then transactions. smtp_client_secure() is where that order lives.
+ *
  * Owns: its bufferevent (and socket), its copy of the targets. Borrows the transaction from the
  * owner between smtp_client_new/_send and TXN_DONE; takes the spool fd when it sends the body.
  * Freeing happens in one place, smtp_client_free(), called after the CLOSED callback, and only
@@ -23,13 +27,21 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 
+#include "petrel/auth.h"
 #include "petrel/log.h"
+#include "petrel/tls.h"
 
 #define SMTP_CLIENT_LINE_MAX  2048        /* a reply line we read at the most */
 #define SMTP_CLIENT_REPLY_MAX (64 * 1024) /* a multi-line reply at the most */
@@ -39,8 +51,13 @@ enum smtp_client_state {
 	SC_BANNER,
 	SC_EHLO,
 	SC_HELO,
-	SC_TXN,  /* MAIL/RCPT/DATA replies */
-	SC_BODY, /* body sent, waiting for the final reply */
+	SC_STARTTLS,   /* STARTTLS sent, waiting for 220 */
+	SC_HANDSHAKE,  /* TLS handshake under way on the filter */
+	SC_AUTH_LOGIN, /* AUTH LOGIN sent, waiting for 334 (user name) */
+	SC_AUTH_USER,  /* user name sent, waiting for 334 (password) */
+	SC_AUTH,       /* AUTH PLAIN or the LOGIN password sent, waiting for 235 */
+	SC_TXN,        /* MAIL/RCPT/DATA replies */
+	SC_BODY,       /* body sent, waiting for the final reply */
 	SC_RSET,
 	SC_IDLE,
 	SC_QUIT,
@@ -52,9 +69,10 @@ struct smtp_client {
 	struct smtp_client_config cfg;
 	char helo[256];
 	struct smtp_target *targets;
+	bool *plain_only; /* per target: TLS failed there (OPPORTUNISTIC): plain from now on */
 	size_t ntargets;
-	size_t cur; /* target being tried */
-	struct bufferevent *bev;
+	size_t cur;              /* target being tried */
+	struct bufferevent *bev; /* the socket's, or the TLS filter over it (which owns it) */
 	enum smtp_client_state state;
 	smtp_client_cb cb;
 	void *arg;
@@ -63,12 +81,22 @@ struct smtp_client {
 	struct event *timer;       /* idle timeout, and deferred close */
 	bool close_requested;
 	bool in_callback;
+	bool reading; /* inside smtp_client_read_cb: smtp_client_die leaves the free to it */
 	bool started; /* the deferred start has run */
+
+	/* This connection. */
+	bool tls_active;   /* the handshake is done: c->bev is the filter */
+	bool tls_tried;    /* STARTTLS was sent (and refused, with OPPORTUNISTIC) */
+	bool authed;       /* AUTH succeeded */
+	char tls_desc[64]; /* tls_describe() of the session, "" when plain */
+	char remote[300];  /* "host[address]:port" */
 
 	/* What the server offers (EHLO). */
 	bool pipelining, dsn, smtputf8, eightbit;
 	bool size_offered;
 	uint64_t size_limit;
+	bool starttls;
+	bool auth_offered, auth_plain, auth_login;
 
 	/* The reply being read. */
 	unsigned reply_code;
@@ -84,13 +112,18 @@ struct smtp_client {
 	size_t rcpts_ok;
 	bool data_discard; /* 354 with no valid recipient: send an empty body, ignore the reply */
 
-	char error[240]; /* why the last target failed */
+	char error[240];      /* why the last target failed */
+	char error_status[8]; /* its enhanced status: 4.4.1 (unreachable, refused), 4.7.5 (TLS
+	                       * required), 4.7.8 (AUTH) */
 };
 
 static void smtp_client_connect_next(struct smtp_client *c);
 static void smtp_client_finish_txn(struct smtp_client *c, bool rset);
 static void smtp_client_start_txn(struct smtp_client *c);
 static void smtp_client_send_next(struct smtp_client *c);
+static void smtp_client_secure(struct smtp_client *c);
+static void smtp_client_read_cb(struct bufferevent *bev, void *arg);
+static void smtp_client_event_cb(struct bufferevent *bev, short what, void *arg);
 
 /* ---- replies ---- */
 
@@ -202,11 +235,13 @@ smtp_client_free(struct smtp_client *c)
 		bufferevent_free(c->bev);
 	if (c->timer)
 		event_free(c->timer);
+	free(c->plain_only);
 	free(c->targets);
 	free(c);
 }
 
-/* The end: report CLOSED, then free. Only from the top of a libevent callback. */
+/* The end: report CLOSED, then free. Only from the top of a libevent callback; inside the read
+ * callback the free waits until that callback unwinds (it still looks at c->state). */
 static void
 smtp_client_die(struct smtp_client *c)
 {
@@ -216,7 +251,8 @@ smtp_client_die(struct smtp_client *c)
 		c->bev = NULL;
 	}
 	c->cb(c->arg, c, SMTP_CLIENT_CLOSED, NULL);
-	smtp_client_free(c);
+	if (!c->reading)
+		smtp_client_free(c);
 }
 
 /* Every recipient without a final result gets a temporary failure with `why`. */
@@ -337,12 +373,24 @@ smtp_client_start_txn(struct smtp_client *c)
 	struct smtp_txn *txn = c->txn;
 	size_t i;
 
+	/* Per connection, so a reused one names its server and its TLS too. */
+	snprintf(txn->remote, sizeof(txn->remote), "%s", c->remote);
+	snprintf(txn->tls, sizeof(txn->tls), "%s", c->tls_desc);
 	for (i = 0; i < txn->nrcpts; i++)
 		txn->rcpts[i].code = 0;
 	if (c->size_offered && c->size_limit > 0 && txn->len > c->size_limit) {
 		for (i = 0; i < txn->nrcpts; i++)
 			smtp_client_set_result(&txn->rcpts[i], 552, "5.3.4",
 			                       "552 5.3.4 message too big for the next hop");
+		smtp_client_finish_txn(c, false);
+		return;
+	}
+	if (txn->body == SMTP_BODY_8BITMIME && !c->eightbit) {
+		/* RFC 6152 §3: no 8-bit data to a server that did not offer 8BITMIME; petrel does
+		 * not convert to 7 bit, so the message is returned (5.6.3). */
+		for (i = 0; i < txn->nrcpts; i++)
+			smtp_client_set_result(&txn->rcpts[i], 554, "5.6.3",
+			                       "554 5.6.3 next hop does not support 8BITMIME");
 		smtp_client_finish_txn(c, false);
 		return;
 	}
@@ -455,13 +503,33 @@ smtp_client_txn_reply(struct smtp_client *c)
 
 /* ---- the reply dispatcher ---- */
 
+/* Remember why targets[cur] failed: the transaction's result if no other target works. */
 static void
-smtp_client_log_target_failure(struct smtp_client *c, const char *what)
+smtp_client_log_target_failure(struct smtp_client *c, const char *status, const char *what)
 {
 	const struct smtp_target *t = &c->targets[c->cur];
 
 	snprintf(c->error, sizeof(c->error), "%.150s (%.80s)", what, t->host);
+	snprintf(c->error_status, sizeof(c->error_status), "%s", status);
 	log_info("smtp-out target failed host=%s error=\"%s\"", t->host, what);
+}
+
+/* This target is no good: try the next. */
+static void
+smtp_client_target_failed(struct smtp_client *c, const char *status, const char *what)
+{
+	smtp_client_log_target_failure(c, status, what);
+	c->cur++;
+	smtp_client_connect_next(c);
+}
+
+/* The reply just read, as text ("454 4.7.0 TLS not available"). */
+static const char *
+smtp_client_reply_str(const struct smtp_client *c, char *buf, size_t size)
+{
+	snprintf(buf, size, "%u %s%s%s", c->reply_code, c->reply_status,
+	         c->reply_status[0] ? " " : "", c->reply_text);
+	return buf;
 }
 
 /* Greeting or EHLO/HELO refused: this target is no good, try the next. */
@@ -470,11 +538,27 @@ smtp_client_target_refused(struct smtp_client *c)
 {
 	char what[300];
 
-	snprintf(what, sizeof(what), "%u %s%s%s", c->reply_code, c->reply_status,
-	         c->reply_status[0] ? " " : "", c->reply_text);
-	smtp_client_log_target_failure(c, what);
-	c->cur++;
-	smtp_client_connect_next(c);
+	smtp_client_target_failed(c, "4.4.1", smtp_client_reply_str(c, what, sizeof(what)));
+}
+
+/* "AUTH PLAIN LOGIN" (or the pre-RFC "AUTH=PLAIN LOGIN"): the mechanisms we can use. */
+static void
+smtp_client_ehlo_auth(struct smtp_client *c, const char *p, size_t len)
+{
+	size_t i = 0, n;
+
+	c->auth_offered = true;
+	while (i < len) {
+		while (i < len && (p[i] == ' ' || p[i] == '='))
+			i++;
+		for (n = 0; i + n < len && p[i + n] != ' '; n++)
+			;
+		if (n == 5 && strncasecmp(p + i, "PLAIN", 5) == 0)
+			c->auth_plain = true;
+		else if (n == 5 && strncasecmp(p + i, "LOGIN", 5) == 0)
+			c->auth_login = true;
+		i += n;
+	}
 }
 
 static void
@@ -499,16 +583,282 @@ smtp_client_ehlo_line(struct smtp_client *c, const char *text, size_t len)
 	} else if (strcmp(kw, "SIZE") == 0) {
 		c->size_offered = true;
 		c->size_limit = n < len ? strtoull(text + n + 1, NULL, 10) : 0;
+	} else if (strcmp(kw, "STARTTLS") == 0) {
+		c->starttls = true;
+	} else if (strcmp(kw, "AUTH") == 0) {
+		smtp_client_ehlo_auth(c, text + n, len - n);
 	}
+}
+
+/* EHLO, forgetting what an earlier EHLO offered (after STARTTLS: RFC 3207 §4.2). */
+static void
+smtp_client_send_ehlo(struct smtp_client *c)
+{
+	c->state = SC_EHLO;
+	c->pipelining = c->dsn = c->smtputf8 = c->eightbit = c->size_offered = false;
+	c->size_limit = 0;
+	c->starttls = c->auth_offered = c->auth_plain = c->auth_login = false;
+	smtp_client_printf(c, "EHLO %s\r\n", c->helo);
+}
+
+/* "host[address]:port" of the current target. */
+static void
+smtp_client_set_remote(struct smtp_client *c)
+{
+	const struct smtp_target *t = &c->targets[c->cur];
+	char addr[INET6_ADDRSTRLEN] = "?";
+	unsigned port;
+
+	if (t->addr.ss_family == AF_INET6) {
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&t->addr)->sin6_addr, addr,
+		          sizeof(addr));
+		port = ntohs(((const struct sockaddr_in6 *)&t->addr)->sin6_port);
+	} else {
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)&t->addr)->sin_addr, addr,
+		          sizeof(addr));
+		port = ntohs(((const struct sockaddr_in *)&t->addr)->sin_port);
+	}
+	snprintf(c->remote, sizeof(c->remote), "%.200s[%.46s]:%u", t->host, addr, port);
+}
+
+/* ---- STARTTLS ---- */
+
+/*
+ * STARTTLS or its handshake failed on targets[cur]. REQUIRE: the target fails. Otherwise the
+ * same target again, in plain text this time (a server whose TLS is broken still gets its mail;
+ * an attacker who can break the handshake could strip STARTTLS anyway).
+ */
+static void
+smtp_client_tls_failed(struct smtp_client *c, const char *why)
+{
+	char what[300];
+
+	if (c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE) {
+		snprintf(what, sizeof(what), "TLS required but %.200s", why);
+		smtp_client_target_failed(c, "4.7.5", what);
+		return;
+	}
+	log_info("smtp-out tls failed host=%s error=\"%s\" fallback=plain", c->targets[c->cur].host,
+	         why);
+	c->plain_only[c->cur] = true;
+	smtp_client_connect_next(c);
+}
+
+/* Why the connection broke during STARTTLS or the handshake, for the log and the result. */
+static void
+smtp_client_tls_why(struct smtp_client *c, short what, char *buf, size_t size)
+{
+	SSL *ssl = c->state == SC_HANDSHAKE ? bufferevent_openssl_get_ssl(c->bev) : NULL;
+	unsigned long e = ssl ? bufferevent_get_openssl_error(c->bev) : 0;
+	long vr = ssl && c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE ? SSL_get_verify_result(ssl)
+	                                                       : X509_V_OK;
+	const char *io = what & BEV_EVENT_TIMEOUT ? "timeout"
+	                 : what & BEV_EVENT_EOF   ? "connection closed by the server"
+	                                          : "connection error";
+	char ebuf[160];
+
+	if (c->state == SC_STARTTLS) {
+		snprintf(buf, size, "the connection broke after STARTTLS (%s)", io);
+	} else if (vr != X509_V_OK) {
+		snprintf(buf, size, "the certificate did not verify (%s)",
+		         X509_verify_cert_error_string(vr));
+	} else if (e != 0) {
+		ERR_error_string_n(e, ebuf, sizeof(ebuf));
+		snprintf(buf, size, "the TLS handshake failed (%s)", ebuf);
+	} else {
+		snprintf(buf, size, "the TLS handshake failed (%s)", io);
+	}
+	ERR_clear_error();
+}
+
+/* 220 to STARTTLS: put the TLS filter over the plain bufferevent and shake hands. */
+static void
+smtp_client_start_tls(struct smtp_client *c)
+{
+	const struct smtp_target *t = &c->targets[c->cur];
+	bool verify = c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE;
+	struct bufferevent *filter;
+	char ebuf[160], why[200];
+	SSL *ssl;
+
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+		/* Plain bytes after the 220 would pass for TLS-protected ones (RFC 3207 §6). */
+		smtp_client_tls_failed(c, "the server sent more after its 220 to STARTTLS");
+		return;
+	}
+	if ((ssl = tls_client_ssl(c->cfg.tls_ctx, t->host, verify)) == NULL) {
+		snprintf(why, sizeof(why), "no TLS session (%s)", tls_error(ebuf, sizeof(ebuf)));
+		smtp_client_tls_failed(c, why);
+		return;
+	}
+	/* The filter keeps its own timeouts; the socket's would fire under it. */
+	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	filter = bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
+	                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	if (filter == NULL) {
+		SSL_free(ssl);
+		smtp_client_tls_failed(c, "no TLS filter (out of memory)");
+		return;
+	}
+	/* From here the filter owns the plain bufferevent, and we own the filter. SMTP frames its
+	 * own data: a close without close_notify is an EOF, not an attack on the message. */
+	c->bev = filter;
+	c->state = SC_HANDSHAKE;
+	bufferevent_openssl_set_allow_dirty_shutdown(filter, 1);
+	bufferevent_setcb(filter, smtp_client_read_cb, NULL, smtp_client_event_cb, c);
+	smtp_client_set_timeout(c, c->cfg.command_timeout);
+	bufferevent_enable(filter, EV_READ | EV_WRITE);
+}
+
+/* The handshake is done (and with REQUIRE the certificate verified): EHLO again. */
+static void
+smtp_client_tls_ready(struct smtp_client *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	c->tls_active = true;
+	if (ssl != NULL)
+		tls_describe(ssl, c->tls_desc, sizeof(c->tls_desc));
+	log_info("smtp-out tls established host=%s verified=%s %s", c->targets[c->cur].host,
+	         c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE ? "yes" : "no", c->tls_desc);
+	c->reply_code = 0;
+	c->reply_bytes = 0;
+	smtp_client_send_ehlo(c);
+}
+
+/* ---- AUTH ---- */
+
+static void
+smtp_client_auth_failed(struct smtp_client *c, const char *why)
+{
+	char what[300];
+
+	snprintf(what, sizeof(what), "authentication to the smarthost failed: %.200s", why);
+	smtp_client_target_failed(c, "4.7.8", what);
+}
+
+/* Write prefix + base64(data) + CRLF; the encoded copy is wiped. */
+static void
+smtp_client_send_b64(struct smtp_client *c, const char *prefix, const void *data, size_t len)
+{
+	char b64[AUTH_BASE64_ENCODED_SIZE(AUTH_NAME_MAX + AUTH_PASS_MAX + 2)];
+
+	if (auth_base64_encode(data, len, b64, sizeof(b64)) < 0)
+		b64[0] = '\0'; /* cannot happen: the lengths were checked */
+	smtp_client_printf(c, "%s%s\r\n", prefix, b64);
+	OPENSSL_cleanse(b64, sizeof(b64));
+}
+
+/* AUTH PLAIN with the initial response (RFC 4616: NUL user NUL password), else AUTH LOGIN. */
+static void
+smtp_client_auth_start(struct smtp_client *c)
+{
+	const char *user = c->cfg.auth_user, *pass = c->cfg.auth_pass ? c->cfg.auth_pass : "";
+	size_t ulen = strlen(user), plen = strlen(pass);
+	unsigned char msg[AUTH_NAME_MAX + AUTH_PASS_MAX + 2];
+
+	if (ulen == 0 || ulen > AUTH_NAME_MAX || plen > AUTH_PASS_MAX) {
+		smtp_client_auth_failed(c, "the user name or password is too long");
+		return;
+	}
+	if (!c->auth_plain) {
+		c->state = SC_AUTH_LOGIN;
+		smtp_client_printf(c, "AUTH LOGIN\r\n");
+		return;
+	}
+	msg[0] = '\0';
+	memcpy(msg + 1, user, ulen);
+	msg[1 + ulen] = '\0';
+	memcpy(msg + 2 + ulen, pass, plen);
+	c->state = SC_AUTH;
+	smtp_client_send_b64(c, "AUTH PLAIN ", msg, ulen + plen + 2);
+	OPENSSL_cleanse(msg, sizeof(msg));
+}
+
+/* A reply in one of the AUTH states. */
+static void
+smtp_client_auth_reply(struct smtp_client *c)
+{
+	const char *pass = c->cfg.auth_pass ? c->cfg.auth_pass : "";
+	char what[300];
+
+	switch (c->state) {
+	case SC_AUTH_LOGIN:
+		if (c->reply_code != 334)
+			break;
+		c->state = SC_AUTH_USER;
+		smtp_client_send_b64(c, "", c->cfg.auth_user, strlen(c->cfg.auth_user));
+		return;
+	case SC_AUTH_USER:
+		if (c->reply_code != 334)
+			break;
+		c->state = SC_AUTH;
+		smtp_client_send_b64(c, "", pass, strlen(pass));
+		return;
+	default: /* SC_AUTH */
+		if (c->reply_code != 235)
+			break;
+		c->authed = true;
+		log_info("smtp-out auth ok host=%s user=%s mechanism=%s", c->targets[c->cur].host,
+		         c->cfg.auth_user, c->auth_plain ? "PLAIN" : "LOGIN");
+		smtp_client_secure(c);
+		return;
+	}
+	smtp_client_auth_failed(c, smtp_client_reply_str(c, what, sizeof(what)));
+}
+
+/*
+ * EHLO (or HELO) is done, or a step after it: STARTTLS if wanted and not done, then AUTH if
+ * configured and not done, then the transaction. Each step comes back here when it is over.
+ */
+static void
+smtp_client_secure(struct smtp_client *c)
+{
+	bool require = c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE;
+
+	if (!c->tls_active && c->cfg.tls != SMTP_CLIENT_TLS_NONE && !c->tls_tried &&
+	    !c->plain_only[c->cur]) {
+		if (c->starttls && c->cfg.tls_ctx != NULL) {
+			c->tls_tried = true;
+			c->state = SC_STARTTLS;
+			smtp_client_printf(c, "STARTTLS\r\n");
+			return;
+		}
+		if (require) {
+			smtp_client_tls_failed(c, c->cfg.tls_ctx ? "STARTTLS is not offered"
+			                                         : "no TLS client context");
+			return;
+		}
+	}
+	if (require && !c->tls_active) { /* cannot happen: every way here without TLS failed */
+		smtp_client_tls_failed(c, "no TLS");
+		return;
+	}
+	if (c->cfg.auth_user != NULL && !c->authed) {
+		if (!c->tls_active && c->cfg.tls != SMTP_CLIENT_TLS_NONE) {
+			smtp_client_auth_failed(c, "no TLS, and AUTH is not sent in the clear");
+			return;
+		}
+		if (!c->auth_offered) {
+			smtp_client_auth_failed(c, "the server does not offer AUTH");
+			return;
+		}
+		smtp_client_auth_start(c);
+		return;
+	}
+	if (c->txn == NULL) {
+		c->state = SC_IDLE;
+		smtp_client_arm(c, c->cfg.idle_timeout);
+		return;
+	}
+	smtp_client_start_txn(c);
 }
 
 static void
 smtp_client_reply(struct smtp_client *c)
 {
 	bool ok = c->reply_code / 100 == 2;
-	const struct smtp_target *t = &c->targets[c->cur];
-	char addr[INET6_ADDRSTRLEN] = "?";
-	unsigned port;
+	char what[300], why[340];
 
 	switch (c->state) {
 	case SC_BANNER:
@@ -516,10 +866,7 @@ smtp_client_reply(struct smtp_client *c)
 			smtp_client_target_refused(c);
 			return;
 		}
-		c->state = SC_EHLO;
-		c->pipelining = c->dsn = c->smtputf8 = c->eightbit = c->size_offered = false;
-		c->size_limit = 0;
-		smtp_client_printf(c, "EHLO %s\r\n", c->helo);
+		smtp_client_send_ehlo(c);
 		return;
 	case SC_EHLO:
 	case SC_HELO:
@@ -532,19 +879,28 @@ smtp_client_reply(struct smtp_client *c)
 			smtp_client_target_refused(c);
 			return;
 		}
-		if (t->addr.ss_family == AF_INET6) {
-			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&t->addr)->sin6_addr, addr,
-			          sizeof(addr));
-			port = ntohs(((struct sockaddr_in6 *)&t->addr)->sin6_port);
-		} else {
-			inet_ntop(AF_INET, &((struct sockaddr_in *)&t->addr)->sin_addr, addr,
-			          sizeof(addr));
-			port = ntohs(((struct sockaddr_in *)&t->addr)->sin_port);
+		smtp_client_secure(c);
+		return;
+	case SC_STARTTLS:
+		if (c->reply_code == 220) {
+			smtp_client_start_tls(c);
+			return;
 		}
-		if (c->txn)
-			snprintf(c->txn->remote, sizeof(c->txn->remote), "%.200s[%.46s]:%u",
-			         t->host, addr, port);
-		smtp_client_start_txn(c);
+		smtp_client_reply_str(c, what, sizeof(what));
+		if (c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE) {
+			snprintf(why, sizeof(why), "STARTTLS was refused (%s)", what);
+			smtp_client_tls_failed(c, why);
+			return;
+		}
+		/* RFC 3207 §4: the session is as it was before STARTTLS; go on in plain text. */
+		log_info("smtp-out starttls refused host=%s reply=\"%s\" fallback=plain",
+		         c->targets[c->cur].host, what);
+		smtp_client_secure(c);
+		return;
+	case SC_AUTH_LOGIN:
+	case SC_AUTH_USER:
+	case SC_AUTH:
+		smtp_client_auth_reply(c);
 		return;
 	case SC_TXN:
 		smtp_client_txn_reply(c);
@@ -580,16 +936,38 @@ smtp_client_reply(struct smtp_client *c)
 
 /* ---- libevent callbacks ---- */
 
-static void
-smtp_client_read_cb(struct bufferevent *bev, void *arg)
+/* Is the client before its first transaction on this connection (a failure there is the
+ * target's, and the next target may do better)? */
+static bool
+smtp_client_greeting_state(enum smtp_client_state st)
 {
-	struct smtp_client *c = arg;
+	switch (st) {
+	case SC_CONNECTING:
+	case SC_BANNER:
+	case SC_EHLO:
+	case SC_HELO:
+	case SC_STARTTLS:
+	case SC_HANDSHAKE:
+	case SC_AUTH_LOGIN:
+	case SC_AUTH_USER:
+	case SC_AUTH:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* Every complete reply in the input, each to its state. Stops when the bufferevent changes
+ * (STARTTLS put a filter over it, or a reconnection replaced it) or the client died. */
+static void
+smtp_client_read_replies(struct smtp_client *c, struct bufferevent *bev)
+{
 	struct evbuffer *in = bufferevent_get_input(bev);
 	char line[SMTP_CLIENT_LINE_MAX];
 	struct evbuffer_ptr eol;
 	size_t eol_len, len;
 
-	while (c->state != SC_DEAD) {
+	while (c->state != SC_DEAD && c->bev == bev) {
 		const char *text;
 		size_t text_len;
 		unsigned code;
@@ -627,29 +1005,45 @@ smtp_client_read_cb(struct bufferevent *bev, void *arg)
 			continue;
 		smtp_client_reply(c);
 		if (c->state == SC_DEAD)
-			return; /* freed */
+			return; /* freed by the caller */
 		c->reply_code = 0;
 		c->reply_bytes = 0;
 	}
 	return;
 protocol_error:
-	snprintf(c->error, sizeof(c->error), "protocol error (%.200s)", c->targets[c->cur].host);
 	log_info("smtp-out protocol error host=%s state=%d", c->targets[c->cur].host, c->state);
-	if (c->state == SC_BANNER || c->state == SC_EHLO || c->state == SC_HELO) {
-		c->cur++;
-		smtp_client_connect_next(c);
+	if (smtp_client_greeting_state(c->state)) {
+		smtp_client_target_failed(c, "4.4.1", "protocol error");
 		return;
 	}
+	snprintf(c->error, sizeof(c->error), "protocol error (%.200s)", c->targets[c->cur].host);
 	smtp_client_fail_txn(c, "4.5.0", c->error);
 	smtp_client_die(c);
+}
+
+static void
+smtp_client_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct smtp_client *c = arg;
+
+	c->reading = true;
+	smtp_client_read_replies(c, bev);
+	c->reading = false;
+	if (c->state == SC_DEAD)
+		smtp_client_free(c); /* smtp_client_die left it to us */
 }
 
 static void
 smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct smtp_client *c = arg;
-	const char *why;
+	char why[200], ebuf[160];
+	unsigned long e;
 
+	if ((what & BEV_EVENT_CONNECTED) && c->state == SC_HANDSHAKE) {
+		smtp_client_tls_ready(c);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) {
 		int one = 1;
 
@@ -659,22 +1053,30 @@ smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->state = SC_BANNER;
 		c->reply_code = 0;
 		c->reply_bytes = 0;
+		smtp_client_set_remote(c);
 		smtp_client_set_timeout(c, c->cfg.command_timeout);
 		bufferevent_enable(bev, EV_READ | EV_WRITE);
 		return;
 	}
-	why = what & BEV_EVENT_TIMEOUT ? "timeout"
-	      : what & BEV_EVENT_EOF   ? "connection closed by the server"
-	                               : evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR());
-	switch (c->state) {
-	case SC_CONNECTING:
-	case SC_BANNER:
-	case SC_EHLO:
-	case SC_HELO:
-		smtp_client_log_target_failure(c, why);
-		c->cur++;
-		smtp_client_connect_next(c);
+	if (c->state == SC_STARTTLS || c->state == SC_HANDSHAKE) {
+		smtp_client_tls_why(c, what, why, sizeof(why));
+		smtp_client_tls_failed(c, why);
 		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT)
+		snprintf(why, sizeof(why), "timeout");
+	else if (what & BEV_EVENT_EOF)
+		snprintf(why, sizeof(why), "connection closed by the server");
+	else if (c->tls_active && (e = bufferevent_get_openssl_error(bev)) != 0)
+		snprintf(why, sizeof(why), "%s", (ERR_error_string_n(e, ebuf, sizeof(ebuf)), ebuf));
+	else
+		snprintf(why, sizeof(why), "%s",
+		         evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (smtp_client_greeting_state(c->state)) {
+		smtp_client_target_failed(c, "4.4.1", why);
+		return;
+	}
+	switch (c->state) {
 	case SC_TXN:
 	case SC_BODY:
 	case SC_RSET: {
@@ -699,6 +1101,9 @@ smtp_client_connect_next(struct smtp_client *c)
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 	}
+	c->tls_active = c->tls_tried = c->authed = false;
+	c->tls_desc[0] = '\0';
+	c->remote[0] = '\0';
 	while (c->cur < c->ntargets) {
 		const struct smtp_target *t = &c->targets[c->cur];
 
@@ -714,14 +1119,14 @@ smtp_client_connect_next(struct smtp_client *c)
 		if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&t->addr,
 		                               (int)t->addrlen) == 0)
 			return;
-		smtp_client_log_target_failure(c, strerror(errno));
+		smtp_client_log_target_failure(c, "4.4.1", strerror(errno));
 		bufferevent_free(c->bev);
 		c->bev = NULL;
 		c->cur++;
 	}
 	if (c->error[0] == '\0')
 		snprintf(c->error, sizeof(c->error), "no reachable host");
-	smtp_client_fail_txn(c, "4.4.1", c->error);
+	smtp_client_fail_txn(c, c->error_status[0] ? c->error_status : "4.4.1", c->error);
 	smtp_client_die(c);
 }
 
@@ -736,7 +1141,9 @@ smtp_client_new(struct event_base *base, const struct smtp_client_config *cfg,
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		return NULL;
 	if ((c->targets = calloc(ntargets ? ntargets : 1, sizeof(*c->targets))) == NULL ||
+	    (c->plain_only = calloc(ntargets ? ntargets : 1, sizeof(*c->plain_only))) == NULL ||
 	    (c->timer = evtimer_new(base, smtp_client_timer_cb, c)) == NULL) {
+		free(c->plain_only);
 		free(c->targets);
 		free(c);
 		return NULL;

@@ -37,6 +37,7 @@
 #include "petrel/smtp/reply.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
+#include "petrel/stats.h"
 #include "petrel/tls.h"
 #include "petrel/worker.h"
 #include <event2/buffer.h>
@@ -105,6 +106,7 @@ struct smtp_session {
 	char *helo;                    /* HELO/EHLO argument */
 	struct smtp_tx *tx;            /* current transaction or NULL */
 	struct spool_job *job;         /* pending commit, cancelled if we go */
+	uint64_t commit_ns;            /* when the pending commit began (stats_now_ns) */
 	const char *line; /* the command being handled (on the stack of smtp_session_line) */
 	size_t line_len;
 	bool tls;           /* TLS is up (STARTTLS done, or implicit) */
@@ -202,6 +204,7 @@ smtp_session_set_state(struct smtp_session *s, enum smtp_state state)
 		return;
 	log_debug("%016llx smtp state %s -> %s", (unsigned long long)s->id,
 	          smtp_state_name(s->state), smtp_state_name(state));
+	stats_session_state(s->state, state);
 	s->state = state;
 }
 
@@ -234,6 +237,41 @@ smtp_tx_fail(struct smtp_tx *tx, enum smtp_reply_id id)
 {
 	if (tx->error == SMTP_REPLY_OK)
 		tx->error = id;
+}
+
+/* Count a refusal for the stats, by its reply (replies that refuse nothing count nothing). */
+static void
+smtp_session_count_reject(enum smtp_reply_id id)
+{
+	switch (id) {
+	case SMTP_REPLY_SIZE_EXCEEDED:
+		stats_reject(STATS_REJECT_SIZE);
+		break;
+	case SMTP_REPLY_BARE_LF:
+	case SMTP_REPLY_BARE_LF_CLOSE:
+		stats_reject(STATS_REJECT_BARE_NEWLINE);
+		break;
+	case SMTP_REPLY_TEXT_LINE_TOO_LONG:
+		stats_reject(STATS_REJECT_LINE_TOO_LONG);
+		break;
+	case SMTP_REPLY_RELAY_DENIED:
+		stats_reject(STATS_REJECT_RELAY_DENIED);
+		break;
+	case SMTP_REPLY_TOO_MANY_RCPTS:
+		stats_reject(STATS_REJECT_TOO_MANY_RCPTS);
+		break;
+	case SMTP_REPLY_AUTH_REQUIRED:
+		stats_reject(STATS_REJECT_AUTH_REQUIRED);
+		break;
+	case SMTP_REPLY_SENDER_NOT_OWNED:
+		stats_reject(STATS_REJECT_SENDER_NOT_OWNED);
+		break;
+	case SMTP_REPLY_LOCAL_ERROR:
+		stats_reject(STATS_REJECT_LOCAL_ERROR);
+		break;
+	default:
+		break;
+	}
 }
 
 /* Write the envelope and the Received: header: the spool file exists from now on. */
@@ -294,7 +332,9 @@ smtp_session_committed(void *arg, const char *id, bool ok)
 		n = snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s\r\n", id);
 		bufferevent_write(s->bev, line, (size_t)n);
 		s->srv->stats.messages++;
+		stats_observe(STATS_HIST_ACCEPT, stats_now_ns() - s->commit_ns);
 	} else {
+		smtp_session_count_reject(SMTP_REPLY_LOCAL_ERROR);
 		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
 	}
 	smtp_session_set_state(s, SMTP_STATE_HELO);
@@ -325,6 +365,7 @@ smtp_tx_finish(struct smtp_session *s)
 		log_info("%016llx smtp message rejected id=%s result=\"%u %s %s\"",
 		         (unsigned long long)s->id, msg->id, r->code, r->enhanced, r->text);
 		s->srv->stats.rejected++;
+		smtp_session_count_reject(tx->error);
 		smtp_session_reply(s, tx->error);
 		smtp_tx_free(s);
 		smtp_session_set_state(s, SMTP_STATE_HELO);
@@ -338,8 +379,10 @@ smtp_tx_finish(struct smtp_session *s)
 	free(s->tx);
 	s->tx = NULL;
 	smtp_session_set_state(s, SMTP_STATE_WAIT);
+	s->commit_ns = stats_now_ns();
 	s->job = spool_msg_commit(s->srv->spool, msg, smtp_session_committed, s);
 	if (s->job == NULL) {
+		smtp_session_count_reject(SMTP_REPLY_LOCAL_ERROR);
 		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
 		smtp_session_set_state(s, SMTP_STATE_HELO);
 	}
@@ -374,6 +417,7 @@ smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *li
 	const struct smtp_reply *r = smtp_reply_get(id);
 	char esc[128];
 
+	smtp_session_count_reject(id);
 	smtp_session_reply(s, id);
 	log_info("%016llx smtp failed-command command=\"%s\" result=\"%u %s %s\"",
 	         (unsigned long long)s->id, log_escape(esc, sizeof(esc), line, len), r->code,
@@ -434,6 +478,15 @@ smtp_session_wrong_state(const struct smtp_session *s, enum smtp_verb verb)
 }
 
 /* ---- STARTTLS and AUTH ---- */
+
+/* An exchange that cannot go on (over-long line, STARTTLS): forget it. */
+static void
+smtp_session_sasl_abort(struct smtp_session *s)
+{
+	s->sasl = SMTP_SASL_NONE;
+	free(s->login_user);
+	s->login_user = NULL;
+}
 
 static bool
 smtp_session_tls_offered(const struct smtp_session *s)
@@ -517,6 +570,12 @@ smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	free(s->helo);
 	s->helo = NULL;
 	s->esmtp = false;
+	/* RFC 3207 §4.2: discard any knowledge obtained from the client, AUTH included. */
+	s->authenticated = false;
+	free(s->auth_user);
+	s->auth_user = NULL;
+	smtp_session_sasl_abort(s);
+	s->may_relay = policy_client_may_relay(s->srv->cfg, (struct sockaddr *)&s->peer, false);
 	smtp_session_set_state(s, SMTP_STATE_GREET);
 	filter =
 	        bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
@@ -696,6 +755,7 @@ smtp_session_auth_result(struct smtp_session *s, bool ok, const char *user, size
 		s->auth_user = strndup(user, ulen);
 		s->authenticated = s->auth_user != NULL;
 		s->may_relay = true;
+		stats_auth(true);
 		log_info("%016llx smtp auth user=\"%s\" mech=%s result=ok",
 		         (unsigned long long)s->id, esc, mech);
 		smtp_session_reply(s, SMTP_REPLY_AUTH_OK);
@@ -703,6 +763,7 @@ smtp_session_auth_result(struct smtp_session *s, bool ok, const char *user, size
 	}
 	log_info("%016llx smtp auth user=\"%s\" mech=%s result=failed", (unsigned long long)s->id,
 	         esc, mech);
+	stats_auth(false);
 	auth_throttle_fail(s->srv->throttle, (struct sockaddr *)&s->peer, time(NULL));
 	delay = auth_throttle_delay(s->srv->throttle, (struct sockaddr *)&s->peer, time(NULL),
 	                            &blocked);
@@ -803,6 +864,7 @@ smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 			.max_size = s->srv->cfg->max_message_size,
 			.starttls = smtp_session_tls_offered(s),
 			.auth_mechs = smtp_session_auth_offered(s) ? "PLAIN LOGIN" : NULL,
+			.dsn = true, /* RFC 3461: NOTIFY, ORCPT, RET, ENVID are kept and honoured */
 		};
 		n = smtp_reply_ehlo(buf, sizeof(buf), &info);
 	} else {
@@ -888,6 +950,7 @@ smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 		return;
 	}
 	if (msg->nrcpts >= s->srv->cfg->max_recipients) {
+		smtp_session_count_reject(SMTP_REPLY_TOO_MANY_RCPTS);
 		smtp_session_reply(s, SMTP_REPLY_TOO_MANY_RCPTS);
 		return;
 	}
@@ -1012,7 +1075,17 @@ smtp_session_command(struct smtp_session *s, const char *line, size_t len)
 
 	r = smtp_parser_command(line, len, &cmd);
 	if (cmd.verb == SMTP_VERB_NONE) {
-		smtp_session_error(s, smtp_reply_for_parse(r, cmd.verb), line, len);
+		/* Not a command we know: it may be a SASL response sent after a refused AUTH, so
+		 * its bytes are not logged, only its size. */
+		char what[48];
+		int n = snprintf(what, sizeof(what), "(unrecognized, %zu octets)", len);
+		smtp_session_error(s, smtp_reply_for_parse(r, cmd.verb), what, (size_t)n);
+		return;
+	}
+	if (cmd.verb == SMTP_VERB_AUTH && r != SMTP_PARSE_OK && cmd.u.auth.mech_len == 0 &&
+	    len > 5 && memchr(line + 5, ' ', len - 5) != NULL) {
+		/* AUTH mech <initial-response> with a response that is not base64 */
+		smtp_session_error(s, SMTP_REPLY_AUTH_SYNTAX, NULL, 0);
 		return;
 	}
 	if (cmd.verb == SMTP_VERB_BDAT && r != SMTP_PARSE_OK) {
@@ -1065,6 +1138,7 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 		if (avail > max) {
 			evbuffer_drain(in, avail);
 			s->skip_line = true;
+			smtp_session_sasl_abort(s);
 			smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
 			return 1;
 		}
@@ -1080,6 +1154,7 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 	len = (size_t)eol.pos;
 	if (len > max) {
 		evbuffer_drain(in, len + eol_len);
+		smtp_session_sasl_abort(s);
 		smtp_session_error(s, SMTP_REPLY_LINE_TOO_LONG, "(over-long line)", 16);
 		return 1;
 	}
@@ -1135,6 +1210,7 @@ smtp_session_data(struct smtp_session *s, struct evbuffer *in)
 		log_info("%016llx smtp message rejected id=%s result=\"bare LF ends data\"",
 		         (unsigned long long)s->id, s->tx->msg->id);
 		smtp_tx_free(s);
+		smtp_session_count_reject(SMTP_REPLY_BARE_LF_CLOSE);
 		smtp_session_close(s, SMTP_REPLY_BARE_LF_CLOSE, "bare-lf");
 		return 1;
 	default:
@@ -1297,6 +1373,7 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 		SSL *ssl = bufferevent_openssl_get_ssl(bev);
 		s->tls = true;
 		s->tls_handshake = false;
+		stats_tls_handshake(true);
 		if (ssl)
 			tls_describe(ssl, s->tls_info, sizeof(s->tls_info));
 		log_info("%016llx smtp tls established %s", (unsigned long long)s->id, s->tls_info);
@@ -1309,6 +1386,7 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 			ERR_error_string_n(e, ebuf, sizeof(ebuf));
 		log_info("%016llx smtp tls handshake failed error=\"%s\"",
 		         (unsigned long long)s->id, ebuf);
+		/* the client hears OpenSSL's alert: smtp_session_free() flushes it */
 		s->close_reason = "tls-handshake";
 		smtp_session_free(s);
 		return;
@@ -1347,6 +1425,27 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 
 /* ---- life cycle ---- */
 
+/*
+ * Under a TLS filter, the last records (our 221 or 421, a handshake alert) may still sit in the
+ * plain bufferevent below when the filter's own output is empty: write them out (once, without
+ * blocking) before the socket is closed, or the client never sees them.
+ */
+static void
+smtp_session_flush_below(struct bufferevent *bev)
+{
+	struct bufferevent *under = bufferevent_get_underlying(bev);
+	struct evbuffer *out;
+
+	if (under == NULL)
+		return;
+	out = bufferevent_get_output(under);
+	if (evbuffer_get_length(out) > 0) {
+		/* A socket bufferevent keeps its output's front frozen (only it may drain it). */
+		evbuffer_unfreeze(out, 1);
+		evbuffer_write(out, bufferevent_getfd(under));
+	}
+}
+
 static void
 smtp_session_free(struct smtp_session *s)
 {
@@ -1361,6 +1460,9 @@ smtp_session_free(struct smtp_session *s)
 	if (s->next)
 		s->next->prev = s->prev;
 	srv->nsessions--;
+	stats_session_state(s->state, SMTP_STATE_COUNT);
+	if (s->tls_handshake)
+		stats_tls_handshake(false); /* failed, timed out, or the session had to go */
 	conn_table_release(srv->per_ip, (struct sockaddr *)&s->peer);
 	spool_job_cancel(s->job);
 	smtp_tx_free(s);
@@ -1371,6 +1473,7 @@ smtp_session_free(struct smtp_session *s)
 		event_free(s->auth_timer);
 	free(s->auth_user);
 	free(s->login_user);
+	smtp_session_flush_below(s->bev);
 	bufferevent_free(s->bev);
 	free(s);
 	if (srv->shutting_down && srv->nsessions == 0 && srv->drained_cb) {
@@ -1435,6 +1538,7 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	srv->sessions = s;
 	srv->nsessions++;
 	srv->stats.connections++;
+	stats_session_state(SMTP_STATE_COUNT, s->state);
 
 	log_info("%016llx smtp connected address=%s port=%u relay=%s", (unsigned long long)s->id,
 	         s->peer_str, port, s->may_relay ? "yes" : "no");

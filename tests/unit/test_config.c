@@ -2287,3 +2287,105 @@ Test(config, free_null)
 {
 	config_free(NULL);
 }
+
+/* stats: the HTTP endpoint, off unless the section is there. */
+Test(config, stats_defaults)
+{
+	struct petrel_config *cfg = test_config_ok("");
+
+	cr_expect_null(cfg->stats_address, "no endpoint without a stats: section");
+	cr_expect_null(cfg->stats_token);
+	cr_assert_eq(cfg->nstats_allow, 2);
+	test_config_expect_net(&cfg->stats_allow[0], "127.0.0.0/8");
+	test_config_expect_net(&cfg->stats_allow[1], "::1/128");
+	config_free(cfg);
+
+	/* The shipped example documents the section, commented out. */
+	cr_assert_eq(config_load(TEST_EXAMPLE_CONFIG, &cfg, NULL), 0);
+	cr_expect_null(cfg->stats_address);
+	config_free(cfg);
+}
+
+Test(config, stats_values)
+{
+	const struct sockaddr_in6 *sin6;
+	const struct sockaddr_in *sin;
+	struct petrel_config *cfg;
+
+	cfg = test_config_ok("stats:\n"
+	                     "  address: 127.0.0.1:8025\n"
+	                     "  token: \"s3cret-Token_~+/=\"\n"
+	                     "  allow: [10.0.0.0/8, \"::1/128\", 192.0.2.7]\n");
+	cr_assert_str_eq(cfg->stats_address, "127.0.0.1:8025");
+	sin = (const struct sockaddr_in *)&cfg->stats_addr;
+	cr_assert_eq(cfg->stats_addr.ss_family, AF_INET);
+	cr_expect_eq(cfg->stats_addrlen, sizeof(*sin));
+	cr_expect_eq(ntohs(sin->sin_port), 8025);
+	cr_expect_eq(ntohl(sin->sin_addr.s_addr), INADDR_LOOPBACK);
+	cr_expect_str_eq(cfg->stats_token, "s3cret-Token_~+/=");
+	cr_assert_eq(cfg->nstats_allow, 3, "the list replaces the default");
+	test_config_expect_net(&cfg->stats_allow[0], "10.0.0.0/8");
+	test_config_expect_net(&cfg->stats_allow[1], "::1/128");
+	test_config_expect_net(&cfg->stats_allow[2], "192.0.2.7/32");
+	config_free(cfg);
+
+	/* IPv6, no token, default allow list; the listen list is not in the way. */
+	cfg = test_config_ok("stats: {address: \"[::1]:2525\"}\n");
+	sin6 = (const struct sockaddr_in6 *)&cfg->stats_addr;
+	cr_assert_eq(cfg->stats_addr.ss_family, AF_INET6);
+	cr_expect_eq(ntohs(sin6->sin6_port), 2525);
+	cr_expect_null(cfg->stats_token);
+	cr_expect_eq(cfg->nstats_allow, 2);
+	config_free(cfg);
+}
+
+Test(config, errors_stats)
+{
+	static const struct {
+		const char *what;
+		const char *yaml;
+		const char *errors;
+	} cases[] = {
+		{ "empty section", "stats:\n", "t.yaml:1:7: stats: missing key 'address'\n" },
+		{ "no address", "stats: {token: x}\n",
+		  "t.yaml:1:8: stats: missing key 'address'\n" },
+		{ "not a mapping", "stats: 8025\n",
+		  "t.yaml:1:8: stats: expected a mapping, got '8025'\n" },
+		{ "address by name", "stats:\n  address: localhost:8025\n",
+		  "t.yaml:2:12: stats.address: bad listen address 'localhost:8025': not a numeric "
+		  "IPv4 address, names are not resolved\n" },
+		{ "address list", "stats:\n  address: [127.0.0.1:8025]\n",
+		  "t.yaml:2:12: stats.address: expected an address such as 127.0.0.1:25, [::1]:25 "
+		  "or *:25, got a list\n" },
+		{ "token with a space", "stats:\n  address: 127.0.0.1:8025\n  token: \"a b\"\n",
+		  "t.yaml:3:10: stats.token: bad token 'a b': only visible ASCII characters, no "
+		  "spaces\n" },
+		{ "token not ASCII", "stats:\n  address: 127.0.0.1:8025\n  token: t\xc3\xa9st\n",
+		  "t.yaml:3:10: stats.token: bad token 't\xc3\xa9st': only visible ASCII "
+		  "characters, no spaces\n" },
+		{ "token empty", "stats:\n  address: 127.0.0.1:8025\n  token: \"\"\n",
+		  "t.yaml:3:10: stats.token: must not be empty\n" },
+		{ "allow empty", "stats:\n  address: 127.0.0.1:8025\n  allow: []\n",
+		  "t.yaml:3:10: stats.allow: must not be empty\n" },
+		{ "allow bad network",
+		  "stats:\n  address: 127.0.0.1:8025\n  allow: [10.0.0.0/33, \"::1/128\"]\n",
+		  "t.yaml:3:11: stats.allow[0]: expected a network such as 10.0.0.0/8, \"::1/128\" "
+		  "or 192.0.2.7, got '10.0.0.0/33'\n" },
+		{ "misspelt key", "stats:\n  address: 127.0.0.1:8025\n  alow: [10.0.0.0/8]\n",
+		  "t.yaml:3:3: stats.alow: unknown key, did you mean 'allow'?\n" },
+		{ "same address as a listener",
+		  "listen:\n  - address: 127.0.0.1:8025\nstats:\n  address: 127.0.0.1:8025\n",
+		  "t.yaml:4:12: stats.address: 127.0.0.1:8025 is already a listen address\n" },
+		{ "same address as the default listener", "stats: {address: \"127.0.0.1:2525\"}\n",
+		  "t.yaml:1:18: stats.address: 127.0.0.1:2525 is already a listen address\n" },
+	};
+	char *errors;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		errors = test_config_fail(cases[i].yaml);
+		cr_expect_str_eq(errors, cases[i].errors, "%s:\n--- got:\n%s--- want:\n%s",
+		                 cases[i].what, errors, cases[i].errors);
+		free(errors);
+	}
+}

@@ -11,6 +11,18 @@
  *
  * With PIPELINING the client sends MAIL, all RCPTs and DATA in one write (RFC 2920); without it,
  * one command per reply. SIZE, 8BITMIME, SMTPUTF8 and DSN parameters are used when offered.
+ *
+ * Security, per connection, before the first transaction (a reused connection keeps it):
+ * - STARTTLS (RFC 3207) when the server offers it, unless the mode is NONE; then EHLO again.
+ *   OPPORTUNISTIC verifies nothing, and a failed handshake means the same target again in plain
+ *   text (remembered per target for the life of the client). REQUIRE verifies the certificate
+ *   (trust anchors of the tls_client, host name = the target's host) and fails the target when
+ *   STARTTLS is missing or the handshake fails; when every target failed so, the transaction
+ *   gets 451 4.7.5 and nothing was sent in the clear.
+ * - AUTH (RFC 4954) when auth_user is set: PLAIN if offered, else LOGIN. Never on a plain
+ *   connection unless the mode is NONE (the administrator chose it). A refused login, a server
+ *   without AUTH, or no TLS fail the target with 4.7.8 (temporary: a configuration problem must
+ *   not bounce mail).
  */
 #ifndef PETREL_DELIVERY_SMTP_CLIENT_H
 #define PETREL_DELIVERY_SMTP_CLIENT_H
@@ -24,6 +36,7 @@
 
 struct event_base;
 struct smtp_client;
+struct tls_client;
 
 /* One address to try, with the host name it belongs to (for logs and Remote-MTA). */
 struct smtp_target {
@@ -56,7 +69,7 @@ struct smtp_txn {
 	size_t nrcpts;
 	/* Result, for the transaction as a whole: */
 	char remote[300]; /* "host[address]:port" of the server that answered, or "" */
-	char tls[64];     /* TLS version/cipher, "" when plain */
+	char tls[64];     /* TLS version/cipher (tls_describe), "" when plain */
 };
 
 enum smtp_client_event {
@@ -67,12 +80,25 @@ enum smtp_client_event {
 typedef void (*smtp_client_cb)(void *arg, struct smtp_client *c, enum smtp_client_event ev,
                                struct smtp_txn *txn);
 
+enum smtp_client_tls {
+	SMTP_CLIENT_TLS_OPPORTUNISTIC = 0, /* STARTTLS when offered, unverified; else plain */
+	SMTP_CLIENT_TLS_NONE,              /* never STARTTLS */
+	SMTP_CLIENT_TLS_REQUIRE,           /* STARTTLS with a verified certificate, or nothing */
+};
+
+/* Copied by smtp_client_new, except the pointers: helo is copied, the others are borrowed and
+ * must outlive the client (the scheduler owns them). */
 struct smtp_client_config {
 	const char *helo;         /* our name for EHLO */
 	unsigned connect_timeout; /* seconds (default 30) */
 	unsigned command_timeout; /* seconds, banner and commands (default 300) */
 	unsigned data_timeout;    /* seconds for the final reply after the body (default 600) */
 	unsigned idle_timeout;    /* seconds an idle connection is kept for reuse (default 5) */
+	enum smtp_client_tls tls;
+	struct tls_client *tls_ctx; /* trust anchors for REQUIRE; NULL: no STARTTLS at all (and
+	                             * REQUIRE fails every target) */
+	const char *auth_user;      /* NULL: no AUTH; at most AUTH_NAME_MAX octets */
+	const char *auth_pass;      /* with auth_user; at most AUTH_PASS_MAX octets, never logged */
 };
 
 /*
