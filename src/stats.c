@@ -40,6 +40,7 @@
 
 #include "petrel/log.h"
 #include "petrel/net/cidr.h"
+#include "petrel/net/listener.h"
 
 #define STATS_LAG_PERIOD_NS  UINT64_C(100000000) /* the loop-lag timer: 100 ms */
 #define STATS_HTTP_TIMEOUT   10                  /* seconds for a scrape connection */
@@ -98,7 +99,6 @@ struct stats_route {
 };
 
 struct stats_endpoint {
-	struct event_base *base;
 	const struct petrel_config *cfg; /* borrowed */
 	const struct smtp_server *srv;   /* borrowed */
 	struct spool *spool;             /* borrowed */
@@ -143,7 +143,6 @@ static void stats_serve_json(struct stats_endpoint *ep, struct evhttp_request *r
 static void stats_serve_healthz(struct stats_endpoint *ep, struct evhttp_request *req);
 static void stats_serve_render(struct stats_endpoint *ep, struct evhttp_request *req,
                                enum stats_format format, const char *type);
-static int stats_listen_socket(const struct petrel_config *cfg);
 
 /*
  * The buckets: upper bounds in nanoseconds and as the le="…" label writes them.
@@ -623,7 +622,6 @@ stats_endpoint_new(struct event_base *base, const struct petrel_config *cfg,
 	*err = NULL;
 	if ((ep = calloc(1, sizeof(*ep))) == NULL)
 		goto fail;
-	ep->base = base;
 	ep->cfg = cfg;
 	ep->srv = srv;
 	ep->spool = spool;
@@ -647,8 +645,9 @@ stats_endpoint_new(struct event_base *base, const struct petrel_config *cfg,
 	evhttp_set_gencb(ep->http, stats_http_cb, ep);
 	if ((ep->lag_timer = evtimer_new(base, stats_lag_cb, ep)) == NULL)
 		goto fail;
-	what = "listen on";
-	if ((fd = stats_listen_socket(cfg)) == -1)
+	fd = listener_socket((const struct sockaddr *)&cfg->stats_addr, cfg->stats_addrlen,
+	                     STATS_HTTP_BACKLOG, &what);
+	if (fd == -1)
 		goto fail;
 	if (evhttp_accept_socket_with_handle(ep->http, fd) == NULL) {
 		close(fd);
@@ -681,28 +680,6 @@ stats_endpoint_free(struct stats_endpoint *ep)
 		event_free(ep->lag_timer);
 	free(ep->probe);
 	free(ep);
-}
-
-/* A bound, listening, non-blocking socket on stats.address, or -1 (errno set). */
-static int
-stats_listen_socket(const struct petrel_config *cfg)
-{
-	int fd, one = 1, saved;
-
-	fd = socket(cfg->stats_addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd == -1)
-		return -1;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (cfg->stats_addr.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	if (bind(fd, (const struct sockaddr *)&cfg->stats_addr, cfg->stats_addrlen) == -1 ||
-	    listen(fd, STATS_HTTP_BACKLOG) == -1) {
-		saved = errno;
-		close(fd);
-		errno = saved;
-		return -1;
-	}
-	return fd;
 }
 
 /* The loop is as late as this timer: count it, and ask again in 100 ms. */

@@ -84,12 +84,38 @@ listener_log_bound(int fd, const struct config_listen *entry)
 	         entry->role == CONFIG_ROLE_SUBMISSION ? "submission" : "relay");
 }
 
+int
+listener_socket(const struct sockaddr *sa, socklen_t salen, int backlog, const char **what)
+{
+	int fd, one = 1, saved;
+
+	*what = "create socket for";
+	fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return -1;
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (sa->sa_family == AF_INET6)
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	*what = "bind";
+	if (bind(fd, sa, salen) == -1)
+		goto fail;
+	*what = "listen on";
+	if (listen(fd, backlog) == -1)
+		goto fail;
+	return fd;
+fail:
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return -1;
+}
+
 struct listener *
 listener_new(struct event_base *base, const struct config_listen *entry, listener_accept_cb cb,
              void *arg, char **err)
 {
 	struct listener *l = NULL;
-	int fd = -1, one = 1;
+	int fd = -1;
 	const char *what = "allocate";
 
 	*err = NULL;
@@ -98,18 +124,9 @@ listener_new(struct event_base *base, const struct config_listen *entry, listene
 	l->entry = entry;
 	l->cb = cb;
 	l->arg = arg;
-	what = "create socket for";
-	fd = socket(entry->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = listener_socket((const struct sockaddr *)&entry->addr, entry->addrlen,
+	                     LISTENER_BACKLOG, &what);
 	if (fd == -1)
-		goto fail;
-	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (entry->addr.ss_family == AF_INET6)
-		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
-	what = "bind";
-	if (bind(fd, (const struct sockaddr *)&entry->addr, entry->addrlen) == -1)
-		goto fail;
-	what = "listen on";
-	if (listen(fd, LISTENER_BACKLOG) == -1)
 		goto fail;
 	listener_log_bound(fd, entry);
 	if ((l->pause_ev = evtimer_new(base, listener_resume, l)) == NULL)

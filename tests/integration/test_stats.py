@@ -27,8 +27,7 @@ import unittest
 import zlib
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from petrel import (Petrel, PetrelTestCase, free_port, hole_port, main,  # noqa: E402
-                    make_message)
+from petrel import PetrelTestCase, free_port, hole_port, main, make_message  # noqa: E402
 
 CURL = shutil.which('curl')
 CHROMIUM = shutil.which('chromium')
@@ -242,7 +241,8 @@ def hist_count(families, name):
 
 class StatsTestCase(PetrelTestCase):
     """A petrel with the stats endpoint on a port of its own; mail to discard.test is delivered
-    (discard route), anything else is deferred (relay on a refused port)."""
+    (discard route), to mx.test deferred after a failed MX lookup, anything else deferred (relay
+    on a refused port)."""
     STATS_PORT = None
     STATS = {}
 
@@ -254,6 +254,7 @@ class StatsTestCase(PetrelTestCase):
         cls.CONFIG = dict({
             'stats': dict({'address': '127.0.0.1:%d' % cls.STATS_PORT}, **cls.STATS),
             'routes': [{'domain': 'discard.test', 'discard': True},
+                       {'domain': 'mx.test', 'mx': True},  # the resolver is a dead port
                        {'domain': '*', 'relay': '127.0.0.1:%d' % hole_port(), 'tls': 'none'}],
         }, **cls.extra_config())
         super().setUpClass()
@@ -336,6 +337,7 @@ class Metrics(StatsTestCase):
         c.send_mail('a@example.org', ['x@discard.test', 'y@discard.test'], make_message())
         c.send_mail('a@example.org', 'z@discard.test', make_message(body='Two.\r\n'))
         c.send_mail('a@example.org', 'r@elsewhere.example', make_message())
+        c.send_mail('a@example.org', 'm@mx.test', make_message())
         r = c.mail('a@example.org', 'SIZE=999999999999')
         self.assertReply(r, 552, '5.3.4')
         c.quit()
@@ -351,20 +353,26 @@ class Metrics(StatsTestCase):
         after = self.wait_for('3 recipients delivered, 1 deferred', lambda f: (
             delta(f, 'petrel_recipients_total', outcome='delivered', route='discard') >= 3 and
             delta(f, 'petrel_recipients_total', outcome='deferred', route='relay') >= 1 and
-            synced(f)))
+            delta(f, 'petrel_recipients_total', outcome='deferred', route='mx') >= 1 and
+            synced(f)), timeout=30)
         self.assertEqual(delta(after, 'petrel_recipients_total', outcome='delivered',
                                route='discard'), 3)
         self.assertEqual(delta(after, 'petrel_recipients_total', outcome='deferred',
                                route='relay'), 1)
-        self.assertEqual(delta(after, 'petrel_messages_received_total'), 3)
-        self.assertGreater(delta(after, 'petrel_received_bytes_total'), 3 * 100)
+        self.assertEqual(delta(after, 'petrel_recipients_total', outcome='deferred', route='mx'),
+                         1)
+        self.assertEqual(delta(after, 'petrel_messages_received_total'), 4)
+        self.assertGreater(delta(after, 'petrel_received_bytes_total'), 4 * 100)
         self.assertEqual(delta(after, 'petrel_connections_total'), 1)
         self.assertEqual(delta(after, 'petrel_rejections_total', reason='size'), 1)
-        self.assertEqual(delta(after, 'petrel_spool_commits_total'), 3)
-        self.assertGreaterEqual(delta(after, 'petrel_delivery_attempts_total'), 3)
+        self.assertEqual(delta(after, 'petrel_spool_commits_total'), 4)
+        self.assertGreaterEqual(delta(after, 'petrel_delivery_attempts_total'), 4)
+        # The MX lookup for mx.test: no answer from the dead resolver.
+        self.assertGreaterEqual(delta(after, 'petrel_dns_lookups_total'), 1)
+        self.assertGreaterEqual(delta(after, 'petrel_dns_failures_total', status='tempfail'), 1)
         self.assertGreaterEqual(delta(after, 'petrel_spool_sync_batches_total'), 1)
         self.assertEqual(hist_count(after, 'petrel_accept_latency_seconds') -
-                         hist_count(before, 'petrel_accept_latency_seconds'), 3)
+                         hist_count(before, 'petrel_accept_latency_seconds'), 4)
         self.assertEqual(hist_count(after, 'petrel_delivery_latency_seconds') -
                          hist_count(before, 'petrel_delivery_latency_seconds'), 3)
         self.assertEqual(hist_count(after, 'petrel_spool_sync_seconds') -
@@ -549,7 +557,7 @@ class AtStart(PetrelTestCase):
         with self.assertRaises(RuntimeError):
             p.start(port=free_port())
         self.assertEqual(p.returncode, 1)
-        self.assertIn('cannot listen on stats address 127.0.0.1:%d: Address already in use'
+        self.assertIn('cannot bind stats address 127.0.0.1:%d: Address already in use'
                       % port, p.log())
 
 

@@ -33,4 +33,12 @@ struct listener *listener_new(struct event_base *base, const struct config_liste
 /* Stop accepting, close the socket. */
 void listener_free(struct listener *l);
 
+/*
+ * The socket under a listener, for a server that accepts by other means (the stats endpoint):
+ * TCP, non-blocking, close-on-exec, SO_REUSEADDR (and IPV6_V6ONLY for an IPv6 address), bound
+ * to sa and listening with `backlog`. Returns the fd (the caller owns it), or -1 with errno set
+ * and *what naming the step that failed: "create socket for", "bind" or "listen on".
+ */
+int listener_socket(const struct sockaddr *sa, socklen_t salen, int backlog, const char **what);
+
 #endif
