@@ -337,3 +337,48 @@ Test(spool, hook_load_state_and_remove, .init = setup, .fini = teardown)
 	message_free(hooked);
 	hooked = NULL;
 }
+
+/* A finished message's file is reused for the next one, cut to the new message's length. */
+Test(spool, removed_files_are_recycled_exactly, .init = setup, .fini = teardown)
+{
+	char *err = NULL, path[512], id2[17], *data;
+	struct spool *sp = spool_open(base, dir, CONFIG_DURABILITY_NONE, &err);
+	struct message *big = make_message("a long first message body that is longer\r\n");
+	struct message *small = make_message("short\r\n");
+	struct done d1 = { 0 }, d2 = { 0 };
+	struct stat st1, st2;
+	size_t len;
+
+	cr_assert_not_null(sp);
+	cr_assert_eq(spool_msg_begin(sp, big, "", 0), 0);
+	snprintf(path, sizeof(path), "%s/queue/%s", dir, big->id);
+	cr_assert_not_null(spool_msg_commit(sp, big, on_commit, &d1));
+	event_base_dispatch(base);
+	cr_assert(d1.ok);
+	cr_assert_eq(stat(path, &st1), 0);
+	spool_remove(sp, d1.id);
+	cr_assert_eq(stat(path, &st2), -1, "gone from queue/");
+	snprintf(path, sizeof(path), "%s/free/f0", dir);
+	cr_assert_eq(stat(path, &st2), 0, "kept in free/");
+	cr_assert_eq(st1.st_ino, st2.st_ino);
+
+	snprintf(id2, sizeof(id2), "%s", small->id);
+	cr_assert_eq(spool_msg_begin(sp, small, "", 0), 0);
+	cr_assert_not_null(spool_msg_commit(sp, small, on_commit, &d2));
+	event_base_dispatch(base);
+	cr_assert(d2.ok);
+	cr_assert_eq(stat(path, &st2), -1, "taken from free/");
+	snprintf(path, sizeof(path), "%s/queue/%s", dir, id2);
+	cr_assert_eq(stat(path, &st2), 0);
+	cr_assert_eq(st1.st_ino, st2.st_ino, "the same inode, reused");
+	data = slurp(path, &len);
+	cr_assert(len >= 7 && memcmp(data + len - 7, "short\r\n", 7) == 0,
+	          "cut to the new length: no tail of the old message");
+	cr_assert_null(strstr(data, "longer"));
+	free(data);
+	spool_close(sp);
+	/* free/ is emptied at the next start */
+	sp = spool_open(base, dir, CONFIG_DURABILITY_NONE, &err);
+	cr_assert_eq(spool_scan(sp, NULL, NULL), 1);
+	spool_close(sp);
+}
