@@ -5,6 +5,8 @@
  *   tmp/<id>     a message being received or waiting for its sync; never delivered, removed at
  *                start-up (its client never got a 250)
  *   queue/<id>   a committed message: the file is synced and its directory entry too
+ *   state/<id>   the message's per-recipient journal (spool_state_append, below)
+ *   control.sock the running daemon's control socket (control.h), removed when it exits
  *
  * File format (text, greppable; "petrel-spool 1" is the version line):
  *   petrel-spool 1
@@ -118,6 +120,13 @@ int spool_read_entry(int dirfd, const char *name, struct spool_entry *e);
  */
 int spool_load(struct spool *sp, const char *id, struct message **out);
 
+/*
+ * The same, from a queue/ directory fd, without a struct spool: for readers that must not open
+ * the spool (the queue CLI with petrel stopped: spool_open would start a thread and clean tmp/).
+ * Read-only. 0, or -1 (errno: EINVAL for a bad id or a malformed file, else from open/read).
+ */
+int spool_read_message(int queuefd, const char *id, struct message **out);
+
 /* Open queue/<id> for reading (the caller closes it, or hands it to evbuffer_add_file). */
 int spool_open_data(struct spool *sp, const char *id);
 
@@ -131,6 +140,10 @@ int spool_state_append(struct spool *sp, const char *id, const char *line, size_
 
 /* Call cb for each complete line of state/<id> (without '\n'). 0 (also if there is none) or -1. */
 int spool_state_read(struct spool *sp, const char *id,
+                     void (*cb)(void *arg, const char *line, size_t len), void *arg);
+
+/* The same from a state/ directory fd (read-only; see spool_read_message). */
+int spool_read_state(int statefd, const char *id,
                      void (*cb)(void *arg, const char *line, size_t len), void *arg);
 
 /* The message is finished: remove queue/<id> and state/<id> (made durable by the next commit's
