@@ -47,6 +47,8 @@
 #include <openssl/ssl.h>
 #include <yaml.h>
 
+#include "petrel/priv.h"
+
 #define CONFIG_MAX_ERRORS     100           /* lines in one report; the rest are counted */
 #define CONFIG_MAX_FILE       (1024 * 1024) /* a config is small: refuse anything bigger */
 #define CONFIG_PATH_MAX       256           /* "limits.timeouts.command", "listen[3].role" */
@@ -271,6 +273,8 @@ static void config_tls_post(struct config_loader *ld, yaml_node_t *node, const c
 static void config_stats_address(struct config_loader *ld, const struct config_key *key,
                                  yaml_node_t *node, const char *path, void *base);
 static const char *config_check_token(char *value);
+static const char *config_check_user(char *value);
+static const char *config_check_group(char *value);
 static void config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path,
                              void *base);
 static bool config_section_has(struct config_loader *ld, yaml_node_t *root, const char *section,
@@ -693,6 +697,16 @@ static const struct config_key config_root_keys[] = {
 	  .kind = CONFIG_KIND_ENUM,
 	  .offset = CONFIG_OFF(log_level),
 	  .names = config_log_level_names },
+	{ .name = "user",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(user),
+	  .what = "a user name",
+	  .check = config_check_user },
+	{ .name = "group",
+	  .kind = CONFIG_KIND_STRING,
+	  .offset = CONFIG_OFF(group),
+	  .what = "a group name",
+	  .check = config_check_group },
 	{ .name = "listen",
 	  .kind = CONFIG_KIND_LIST,
 	  .offset = CONFIG_OFF(listen),
@@ -1863,6 +1877,19 @@ config_check_token(char *value)
 	return NULL;
 }
 
+/* user: and group: must exist now (like the files tls: names), so that --check finds a typo. */
+static const char *
+config_check_user(char *value)
+{
+	return priv_user_unusable(value);
+}
+
+static const char *
+config_check_group(char *value)
+{
+	return priv_group_unusable(value);
+}
+
 /*
  * Checks between sections, once the whole file was walked (tls: and auth: may come after
  * listen:): a listener with tls: starttls or implicit needs tls.certificate, and a submission
@@ -1920,6 +1947,13 @@ config_root_post(struct config_loader *ld, yaml_node_t *node, const char *path, 
 		config_error(ld, &v->start_mark, kpath, "%s is already a listen address",
 		             cfg->stats_address);
 		break;
+	}
+
+	/* group: only says which group the user: runs with. */
+	v = config_mapping_key(ld, node, "group");
+	if (v != NULL && config_mapping_key(ld, node, "user") == NULL) {
+		config_path(kpath, sizeof(kpath), "%sgroup", path);
+		config_error(ld, &v->start_mark, kpath, "needs user:");
 	}
 }
 
@@ -2724,6 +2758,8 @@ config_free(struct petrel_config *cfg)
 	free(cfg->stats_token);
 	free(cfg->stats_allow);
 	free(cfg->spool);
+	free(cfg->user);
+	free(cfg->group);
 	free(cfg->hostname);
 	free(cfg->path);
 	free(cfg);

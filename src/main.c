@@ -1,6 +1,11 @@
 /*
  * main.c: petrel's entry point: arguments, config, signals, wiring of the modules, and the
  * event loop. One process, one thread for the protocol (plus the spool's sync thread).
+ *
+ * Start-up order (petrel_run), for the privilege drop (priv.h): what may need root first (the
+ * listeners, the TLS key, the users file), then the switch to `user:`, then everything else as
+ * that user (the spool, the queue, the threads). systemd hears READY=1 when the loop is about
+ * to run (notify.h).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -9,15 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 #include <event2/thread.h>
 
 #include "petrel/auth.h"
 #include "petrel/config.h"
+#include "petrel/control.h"
 #include "petrel/dns.h"
 #include "petrel/log.h"
 #include "petrel/message.h"
+#include "petrel/notify.h"
+#include "petrel/priv.h"
 #include "petrel/scheduler.h"
 #include "petrel/smtp/server.h"
 #include "petrel/spool.h"
@@ -40,9 +49,12 @@ struct petrel {
 	struct auth_users *users;
 	struct auth_throttle *throttle;
 	struct worker_pool *auth_workers;
-	struct stats_endpoint *stats; /* NULL without a stats: section */
+	struct stats_endpoint *stats;   /* NULL without a stats: section */
+	struct control_server *control; /* <spool>/control.sock, for `petrel queue` */
 	unsigned draining; /* parts still finishing after a stop signal (inbound, outbound) */
 	struct event *sig_term, *sig_int, *sig_hup, *grace;
+	struct priv_user user; /* with drop: whom to become (config user:, group:) */
+	bool drop;             /* started as root with user:: switch once the ports are bound */
 	bool stopping;
 	bool aborted;
 };
@@ -51,13 +63,19 @@ static void
 usage(FILE *f)
 {
 	fprintf(f,
-	        "usage: petrel [-c FILE] [--check]\n"
+	        "usage: petrel [-c FILE] [--check] [--allow-root]\n"
+	        "       petrel [-c FILE] queue list [--by-domain] | show ID | flush |\n"
+	        "                              delete ID | hold ID | release ID\n"
 	        "       petrel --version | --help\n"
 	        "\n"
 	        "  -c, --config FILE  configuration file (default " PETREL_DEFAULT_CONFIG ")\n"
 	        "      --check        validate the configuration and exit (0: valid, 1: errors)\n"
+	        "      --allow-root   run as root when the configuration has no user: (started\n"
+	        "                     as root with user:, petrel switches to that user)\n"
 	        "  -V, --version      print the version and exit\n"
 	        "  -h, --help         print this help and exit\n"
+	        "  queue ...          the queue of the running petrel (list and show also read\n"
+	        "                     the spool when it is stopped); exit 0, or 1 on an error\n"
 	        "\n"
 	        "petrel runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it\n"
 	        "gracefully: no new connections, sessions finish the message they hold.\n");
@@ -134,13 +152,36 @@ petrel_reload_tls(struct petrel *p)
 	log_info("petrel tls reloaded certificate=%s", p->cfg->tls_certificate);
 }
 
+/*
+ * SIGHUP as systemd sees it: RELOADING=1, the reload, READY=1 (what Type=notify-reload
+ * expects; Type=notify with ExecReload=kill -HUP shows "reloading" the same way). Nothing is
+ * sent once stopping: READY=1 after STOPPING=1 would confuse it.
+ */
+static void
+petrel_reload(struct petrel *p)
+{
+	const struct tls_server *old = p->tls;
+
+	if (!p->stopping)
+		notify_reloading("petrel reloading the TLS certificate");
+	petrel_reload_tls(p);
+	if (p->stopping)
+		return;
+	if (p->cfg->tls_certificate == NULL)
+		notify_ready("petrel running (SIGHUP: no tls: configured, nothing reloaded)");
+	else if (p->tls == old) /* the new one is made before the old one is freed */
+		notify_ready("petrel running (TLS reload failed: the old certificate is kept)");
+	else
+		notify_ready("petrel running (TLS certificate reloaded)");
+}
+
 static void
 petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
 	struct petrel *p = arg;
 	struct timeval tv = { PETREL_SHUTDOWN_GRACE, 0 };
 	if (sig == SIGHUP) {
-		petrel_reload_tls(p);
+		petrel_reload(p);
 		return;
 	}
 	if (p->stopping) {
@@ -150,6 +191,7 @@ petrel_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 	p->stopping = true;
 	log_info("petrel stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
+	notify_stopping("petrel stopping: finishing sessions=%u", p->srv->nsessions);
 	evtimer_add(p->grace, &tv);
 	p->draining = 2;
 	smtp_server_shutdown(p->srv, petrel_drained, p);
@@ -167,6 +209,54 @@ petrel_raise_nofile(void)
 	}
 }
 
+/*
+ * After the listeners are bound and the TLS key and users file read: started as root with
+ * user:, give the spool to the user and become the user; started as someone else, clear the
+ * capabilities it was given (systemd's AmbientCapabilities=CAP_NET_BIND_SERVICE). No thread
+ * exists yet (the spool's and the workers' are started after this), although glibc would
+ * apply the switch to every thread anyway (priv.h).
+ */
+static int
+petrel_drop_privileges(struct petrel *p)
+{
+	const struct petrel_config *cfg = p->cfg;
+	char *err = NULL;
+	int rc;
+
+	if (p->drop) {
+		if (priv_prepare_dir(cfg->spool, &p->user, &err) == -1) {
+			log_error("petrel %s", err ? err : "out of memory");
+			free(err);
+			return -1;
+		}
+		if (priv_drop(&p->user, &err) == -1) {
+			log_error("petrel cannot switch to user %s: %s", p->user.name,
+			          err ? err : "out of memory");
+			free(err);
+			return -1;
+		}
+		log_info("petrel running as user=%s uid=%u group=%s gid=%u", p->user.name,
+		         (unsigned)p->user.uid, p->user.group, (unsigned)p->user.gid);
+	} else if (geteuid() == 0) {
+		log_warn("petrel running as root (--allow-root): set user: to drop privileges");
+		return 0;
+	} else if ((rc = priv_drop_caps(&err)) == -1) {
+		log_error("petrel cannot drop capabilities: %s", err ? err : "out of memory");
+		free(err);
+		return -1;
+	} else if (rc == 1) {
+		log_info("petrel capabilities dropped now that the listeners are bound");
+	}
+	/* SIGHUP reads them again, as this user: say now if that cannot work. */
+	if (cfg->tls_certificate != NULL &&
+	    (access(cfg->tls_certificate, R_OK) == -1 || access(cfg->tls_key, R_OK) == -1))
+		log_warn("petrel tls.certificate or tls.key is not readable by uid=%u: a SIGHUP "
+		         "reload will fail (make both readable by the user, e.g. mode 0640 and its "
+		         "group)",
+		         (unsigned)getuid());
+	return 0;
+}
+
 static int
 petrel_run(struct petrel *p)
 {
@@ -178,33 +268,16 @@ petrel_run(struct petrel *p)
 		log_error("petrel cannot create the event loop");
 		return 1;
 	}
-	p->spool = spool_open(p->base, p->cfg->spool, p->cfg->durability, &err);
-	if (p->spool == NULL) {
-		log_error("petrel %s", err ? err : "cannot open spool");
-		free(err);
-		return 1;
-	}
-	if ((p->dns = dns_new(p->base, p->cfg->nameservers, &err)) == NULL) {
-		log_error("petrel %s", err ? err : "cannot start the resolver");
-		free(err);
-		return 1;
-	} /* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
-	dns_set_timeout(p->dns, 2000, 2);
-	/* Also loads the routes' ca_file and auth password_file: a bad one stops the start. */
-	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns, &err)) == NULL) {
-		log_error("petrel cannot start the queue: %s", err ? err : "out of memory");
-		free(err);
-		return 1;
-	}
-	spool_set_queue_hook(p->spool, petrel_queue_hook, p);
-	n = scheduler_recover(p->sched);
-	if (n < 0)
-		log_error("spool scan failed dir=%s error=\"%s\"", p->cfg->spool, strerror(errno));
-	else
-		log_info("spool ready dir=%s durability=%s messages=%ld", p->cfg->spool,
-		         p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
-	if ((p->srv = smtp_server_new(p->base, p->cfg, p->spool)) == NULL) {
+	/* What may need root: binding the listen addresses (they accept nothing until
+	 * smtp_server_start below), the TLS key, the users file. The server gets the spool once it
+	 * is open. */
+	if ((p->srv = smtp_server_new(p->base, p->cfg, NULL)) == NULL) {
 		log_error("petrel out of memory");
+		return 1;
+	}
+	if (smtp_server_bind(p->srv, &err) == -1) {
+		log_error("petrel %s", err ? err : "cannot listen");
+		free(err);
 		return 1;
 	}
 	if (p->cfg->tls_certificate) {
@@ -226,26 +299,68 @@ petrel_run(struct petrel *p)
 		}
 		p->throttle =
 		        auth_throttle_new(p->cfg->auth_max_failures, p->cfg->auth_failure_window);
-		p->auth_workers = worker_pool_new(p->base, 1);
-		if (p->throttle == NULL || p->auth_workers == NULL) {
+		if (p->throttle == NULL) {
 			log_error("petrel out of memory");
 			return 1;
 		}
 		p->srv->users = p->users;
 		p->srv->throttle = p->throttle;
+	}
+	if (petrel_drop_privileges(p) == -1)
+		return 1;
+	/* From here on as the user: the spool (and its sync thread), the queue, the workers.
+	 * Not a spool another petrel runs on: opening it would empty that one's tmp/. */
+	if (control_probe(p->cfg->spool, &err) == -1) {
+		log_error("petrel %s", err ? err : "out of memory");
+		free(err);
+		return 1;
+	}
+	p->spool = spool_open(p->base, p->cfg->spool, p->cfg->durability, &err);
+	if (p->spool == NULL) {
+		log_error("petrel %s", err ? err : "cannot open spool");
+		free(err);
+		return 1;
+	}
+	p->srv->spool = p->spool;
+	if ((p->dns = dns_new(p->base, p->cfg->nameservers, &err)) == NULL) {
+		log_error("petrel %s", err ? err : "cannot start the resolver");
+		free(err);
+		return 1;
+	} /* 2 s per try, 2 rounds: a silent server costs seconds, not c-ares' default 75 s. */
+	dns_set_timeout(p->dns, 2000, 2);
+	/* Also loads the routes' ca_file and auth password_file (as the user): a bad one stops
+	 * the start. */
+	if ((p->sched = scheduler_new(p->base, p->cfg, p->spool, p->dns, &err)) == NULL) {
+		log_error("petrel cannot start the queue: %s", err ? err : "out of memory");
+		free(err);
+		return 1;
+	}
+	spool_set_queue_hook(p->spool, petrel_queue_hook, p);
+	n = scheduler_recover(p->sched);
+	if (n < 0)
+		log_error("spool scan failed dir=%s error=\"%s\"", p->cfg->spool, strerror(errno));
+	else
+		log_info("spool ready dir=%s durability=%s messages=%ld", p->cfg->spool,
+		         p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
+	if (p->users != NULL) {
+		if ((p->auth_workers = worker_pool_new(p->base, 1)) == NULL) {
+			log_error("petrel out of memory");
+			return 1;
+		}
 		p->srv->workers = p->auth_workers;
 		log_info("auth users=%zu require_tls=%s", auth_users_count(p->users),
 		         p->cfg->auth_require_tls ? "yes" : "no");
 	}
-	if (smtp_server_listen(p->srv, &err) == -1) {
-		log_error("petrel %s", err ? err : "cannot listen");
-		free(err);
-		return 1;
-	}
+	/* As the user: a stats address needs a port above 1023. */
 	if (p->cfg->stats_address != NULL &&
 	    (p->stats = stats_endpoint_new(p->base, p->cfg, p->srv, p->spool, p->sched, &err)) ==
 	            NULL) {
 		log_error("petrel %s", err ? err : "cannot start the stats endpoint");
+		free(err);
+		return 1;
+	}
+	if ((p->control = control_server_new(p->base, p->cfg->spool, p->sched, &err)) == NULL) {
+		log_error("petrel %s", err ? err : "cannot create the control socket");
 		free(err);
 		return 1;
 	}
@@ -268,11 +383,61 @@ petrel_run(struct petrel *p)
 			        "(auth.require_tls is true): every MAIL there gets 530",
 			        l->address);
 	}
+	/* Ready: connections are taken from now on, and systemd hears so. */
+	if (smtp_server_start(p->srv, &err) == -1) {
+		log_error("petrel %s", err ? err : "cannot listen");
+		free(err);
+		return 1;
+	}
 	getrlimit(RLIMIT_NOFILE, &rl);
 	log_info("petrel %s started hostname=%s listeners=%zu max_connections=%u nofile=%llu",
 	         PETREL_VERSION, p->cfg->hostname, p->cfg->nlisten, p->cfg->max_connections,
 	         (unsigned long long)rl.rlim_cur);
+	notify_ready("petrel %s running: listeners=%zu queued=%ld", PETREL_VERSION, p->cfg->nlisten,
+	             n > 0 ? n : 0);
 	event_base_dispatch(p->base);
+	return 0;
+}
+
+/*
+ * Who petrel runs as, decided before anything is bound. As root: user: names whom to become
+ * (petrel_drop_privileges), and without it root needs --allow-root. As anyone else: user:, if
+ * set, must be who petrel already is (it cannot switch).
+ */
+static int
+petrel_choose_user(struct petrel *p, bool allow_root)
+{
+	char *err = NULL;
+
+	if (p->cfg->user == NULL) {
+		if (geteuid() != 0 || allow_root)
+			return 0;
+		fprintf(stderr,
+		        "petrel: refusing to run as root without user: in %s; set user: to the "
+		        "account petrel should switch to once its ports are bound, or pass "
+		        "--allow-root to run as root\n",
+		        p->cfg->path);
+		return -1;
+	}
+	if (priv_resolve(p->cfg->user, p->cfg->group, &p->user, &err) == -1) {
+		fprintf(stderr, "petrel: %s\n", err ? err : "out of memory");
+		free(err);
+		return -1;
+	}
+	if (geteuid() == 0) {
+		p->drop = true;
+		return 0;
+	}
+	if (geteuid() != p->user.uid || getuid() != p->user.uid) {
+		fprintf(stderr,
+		        "petrel: user: %s (uid %u) is set, but petrel runs as uid %u, not as root: "
+		        "it cannot switch users\n",
+		        p->user.name, (unsigned)p->user.uid, (unsigned)geteuid());
+		return -1;
+	}
+	if (getegid() != p->user.gid)
+		log_warn("petrel runs with gid=%u, not group=%s gid=%u (only root can switch)",
+		         (unsigned)getegid(), p->user.group, (unsigned)p->user.gid);
 	return 0;
 }
 
@@ -313,6 +478,7 @@ petrel_cleanup(struct petrel *p)
 		         (unsigned long long)qs.expired, (unsigned long long)qs.dsns);
 	}
 	stats_endpoint_free(p->stats);     /* it reads the server, spool and queue */
+	control_server_free(p->control);   /* it borrows the queue; removes control.sock */
 	worker_pool_free(p->auth_workers); /* before the sessions its jobs point to */
 	smtp_server_free(p->srv);
 	scheduler_free(p->sched);
@@ -334,6 +500,7 @@ main(int argc, char **argv)
 	static const struct option opts[] = {
 		{ "config", required_argument, NULL, 'c' },
 		{ "check", no_argument, NULL, 'k' },
+		{ "allow-root", no_argument, NULL, 'R' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
@@ -341,15 +508,20 @@ main(int argc, char **argv)
 	const char *path = PETREL_DEFAULT_CONFIG;
 	struct petrel p;
 	char *errors = NULL;
-	int check = 0, c, rc;
+	int check = 0, queue = 0, c, rc;
+	bool allow_root = false;
 
-	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+	/* "+": options end at the first word, so `queue list --by-domain` stays whole. */
+	while ((c = getopt_long(argc, argv, "+c:Vh", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			path = optarg;
 			break;
 		case 'k':
 			check = 1;
+			break;
+		case 'R':
+			allow_root = true;
 			break;
 		case 'V':
 			printf("petrel %s\n", PETREL_VERSION);
@@ -362,7 +534,9 @@ main(int argc, char **argv)
 			return 2;
 		}
 	}
-	if (optind != argc) {
+	if (optind < argc && strcmp(argv[optind], "queue") == 0 && !check) {
+		queue = optind + 1;
+	} else if (optind != argc) {
 		fprintf(stderr, "petrel: unexpected argument '%s'\n", argv[optind]);
 		usage(stderr);
 		return 2;
@@ -378,7 +552,16 @@ main(int argc, char **argv)
 		config_free(p.cfg);
 		return 0;
 	}
+	if (queue) {
+		rc = control_cli(p.cfg->spool, argc - queue, argv + queue);
+		config_free(p.cfg);
+		return rc;
+	}
 	log_set_level((enum log_level)p.cfg->log_level);
+	if (petrel_choose_user(&p, allow_root) == -1) {
+		config_free(p.cfg);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	petrel_raise_nofile();
 	rc = petrel_run(&p);

@@ -147,6 +147,22 @@ queue_update(struct queue *q, struct queue_item *it, uint64_t when, int priority
 	queue_sift_down(q, it->index);
 }
 
+size_t
+queue_advance(struct queue *q, uint64_t when)
+{
+	size_t i, moved = 0;
+
+	for (i = 0; i < q->len; i++)
+		if (q->heap[i]->when > when) {
+			q->heap[i]->when = when;
+			moved++;
+		}
+	/* Floyd's construction: sift down every inner node, the last one first. */
+	for (i = q->len / 2; moved > 0 && i-- > 0;)
+		queue_sift_down(q, i);
+	return moved;
+}
+
 unsigned
 queue_retry_delay(const unsigned *steps, size_t nsteps, unsigned attempt)
 {

@@ -14,9 +14,12 @@
  * State on disk. A recipient's final state (delivered, bounced, expired) and a deferral are
  * appended to the spool's state journal (state/<id>), so a restart neither forgets nor repeats
  * anyone; when every recipient is final the message leaves the spool. Journal lines:
- *   "<rcpt-index> delivered|bounced|expired <unix-time>"
- *   "<rcpt-index> deferred <unix-time> <attempts> <next-attempt-unix-time>"
+ *   "<rcpt-index> delivered|bounced|expired <unix-time> [<reply>]"
+ *   "<rcpt-index> deferred <unix-time> <attempts> <next-attempt-unix-time> [<reply>]"
  *   "- warned <unix-time>"          (the "delayed" DSN was sent)
+ *   "- held <unix-time>"            (queue hold: no delivery until "- released <unix-time>")
+ * <reply> is the reply (or local error) that decided, printable ASCII (sched_journal_text);
+ * older journals do not have it. The queue CLI (control.c) reads the same lines.
  *
  * Start reading at scheduler_kick(): pop due units, dispatch them by route.
  */
@@ -79,6 +82,10 @@ struct sched_msg {
 	bool loop;   /* too many Received: headers */
 	uint64_t expires_ms;
 	struct scheduler *sched;
+	bool held;          /* queue hold: its units stay out of the heap (parked) until released */
+	bool deleted;       /* queue delete: gone from the spool, waits for its busy units to end */
+	uint64_t view_next; /* scheduler_foreach() scratch: earliest queued attempt, or 0 */
+	bool view_active;   /* scheduler_foreach() scratch: a unit in flight or due */
 	/* DSNs about this message not yet on disk: the message stays in the spool, and the
 	 * journal lines of the recipients they report wait with them, so a crash before the DSN
 	 * is committed leaves those recipients pending (bounced again) instead of lost. */
@@ -275,10 +282,10 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	return m;
 }
 
+/* Forget the DSNs of m still being committed (they go out anyway; m hears nothing more). */
 static void
-sched_msg_free(struct scheduler *s, struct sched_msg *m)
+sched_msg_cancel_dsns(struct sched_msg *m)
 {
-	size_t i;
 	while (m->dsn_waits != NULL) {
 		struct sched_dsn_wait *w = m->dsn_waits;
 		m->dsn_waits = w->next;
@@ -286,6 +293,13 @@ sched_msg_free(struct scheduler *s, struct sched_msg *m)
 		free(w->journal);
 		free(w);
 	}
+}
+
+static void
+sched_msg_free(struct scheduler *s, struct sched_msg *m)
+{
+	size_t i;
+	sched_msg_cancel_dsns(m);
 	if (m->prev)
 		m->prev->next = m->next;
 	else
@@ -380,6 +394,8 @@ sched_unit_schedule(struct scheduler *s, struct sched_unit *u, uint64_t when)
 {
 	u->qi.when = when;
 	u->qi.priority = u->m->priority;
+	if (u->m->held)
+		return; /* parked: scheduler_release() queues it */
 	if (queue_push(&s->heap, &u->qi) == -1)
 		log_error("%s queue push failed (out of memory): retried at restart",
 		          u->m->msg->id);
@@ -599,6 +615,64 @@ sched_log_result(struct sched_unit *u, size_t i, const char *what)
 	         log_escape(text, sizeof(text), r->text, strlen(r->text)));
 }
 
+/* " <text>" for a journal line: printable ASCII, at most 240 bytes; "" for none. */
+static const char *
+sched_journal_text(char *buf, size_t size, const char *text)
+{
+	size_t i, n = 0;
+
+	if (text == NULL || text[0] == '\0' || size < 2)
+		return "";
+	buf[n++] = ' ';
+	for (i = 0; text[i] != '\0' && n < size - 1 && i < 240; i++)
+		buf[n++] = (unsigned char)text[i] < 0x20 || (unsigned char)text[i] >= 0x7f
+		                   ? '?'
+		                   : text[i];
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Call the drained callback of a shutdown once nothing is in flight any more. */
+static void
+sched_maybe_drained(struct scheduler *s)
+{
+	if (s->closing && s->inflight == 0 && s->drained_cb) {
+		void (*cb)(void *) = s->drained_cb;
+		s->drained_cb = NULL;
+		cb(s->drained_arg);
+	}
+}
+
+/*
+ * The attempt of a unit whose message was deleted (scheduler_delete) while it was under way is
+ * over: log what happened, journal nothing, send no DSN, and free the message with its last unit.
+ */
+static void
+sched_unit_discard(struct sched_unit *u)
+{
+	struct scheduler *s = u->sched;
+	struct sched_msg *m = u->m;
+	struct sched_dest *d = u->dest;
+	size_t i;
+
+	if (u->inflight) {
+		u->inflight = false;
+		s->inflight--;
+		if (d)
+			d->inflight--;
+	}
+	u->dest = NULL;
+	for (i = 0; u->txn_rcpts != NULL && i < u->nrcpts; i++)
+		sched_log_result(u, i, "ignored");
+	sched_unit_free(s, u);
+	if (m->nunits == 0)
+		sched_msg_free(s, m);
+	if (d)
+		sched_dest_pump(s, d);
+	scheduler_kick(s);
+	sched_maybe_drained(s);
+}
+
 /*
  * A unit's attempt is over: every recipient has a code. Finish the final ones, schedule the
  * rest again (or expire them), send DSNs, and drop the message when nobody is left.
@@ -606,6 +680,10 @@ sched_log_result(struct sched_unit *u, size_t i, const char *what)
 static void
 sched_unit_done(struct sched_unit *u)
 {
+	if (u->m->deleted) {
+		sched_unit_discard(u);
+		return;
+	}
 	struct scheduler *s = u->sched;
 	struct sched_msg *m = u->m;
 	const struct message *msg = m->msg;
@@ -621,6 +699,7 @@ sched_unit_done(struct sched_unit *u)
 	FILE *jb = open_memstream(&jbuf, &jlen);   /* journal lines of this attempt */
 	FILE *fj = open_memstream(&fjbuf, &fjlen); /* ... of recipients a DSN will report */
 	char remote[256]; /* Remote-MTA: the host name only (RFC 3464 "dns" type) */
+	char jtext[256];  /* a reply for a journal line */
 
 	snprintf(remote, sizeof(remote), "%.*s", (int)strcspn(u->txn.remote, "["), u->txn.remote);
 	enum config_route_kind kind = u->route != NULL ? u->route->kind : CONFIG_ROUTE_MX;
@@ -671,7 +750,8 @@ sched_unit_done(struct sched_unit *u)
 			stats_recipient(STATS_OUTCOME_DELIVERED, kind);
 			stats_observe(STATS_HIST_DELIVERY, sched_age_ns(msg, now));
 			sched_log_result(u, i, "sent");
-			fprintf(jb, "%u delivered %lld\n", idx, (long long)now_s);
+			fprintf(jb, "%u delivered %lld%s\n", idx, (long long)now_s,
+			        sched_journal_text(jtext, sizeof(jtext), r->text));
 		} else if (cls == 5) {
 			m->state[idx] = RS_BOUNCED;
 			s->stats.bounced++;
@@ -679,7 +759,8 @@ sched_unit_done(struct sched_unit *u)
 			sched_log_result(u, i, "bounced");
 			if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
 				b = &fails[nfail++];
-			fprintf(b ? fj : jb, "%u bounced %lld\n", idx, (long long)now_s);
+			fprintf(b ? fj : jb, "%u bounced %lld%s\n", idx, (long long)now_s,
+			        sched_journal_text(jtext, sizeof(jtext), r->text));
 		} else {
 			free(m->diag[idx]);
 			m->diag[idx] = strdup(r->text);
@@ -692,7 +773,8 @@ sched_unit_done(struct sched_unit *u)
 				sched_log_result(u, i, "expired");
 				if (bounce_wanted(msg->from, mr->notify, BOUNCE_FAILED))
 					b = &fails[nfail++];
-				fprintf(b ? fj : jb, "%u expired %lld\n", idx, (long long)now_s);
+				fprintf(b ? fj : jb, "%u expired %lld%s\n", idx, (long long)now_s,
+				        sched_journal_text(jtext, sizeof(jtext), r->text));
 			} else {
 				sched_log_result(u, i, "deferred");
 				stats_recipient(STATS_OUTCOME_DEFERRED, kind);
@@ -747,8 +829,9 @@ sched_unit_done(struct sched_unit *u)
 		u->attempts++;
 		delay = queue_retry_delay(s->cfg->retry, s->cfg->nretry, u->attempts);
 		for (i = 0; i < nretry; i++)
-			fprintf(jb, "%u deferred %lld %u %lld\n", u->rcpts[i], (long long)now_s,
-			        u->attempts, (long long)now_s + delay);
+			fprintf(jb, "%u deferred %lld %u %lld%s\n", u->rcpts[i], (long long)now_s,
+			        u->attempts, (long long)now_s + delay,
+			        sched_journal_text(jtext, sizeof(jtext), m->diag[u->rcpts[i]]));
 		sched_unit_schedule(s, u, now + (uint64_t)delay * 1000u);
 	} else {
 		sched_unit_free(s, u);
@@ -762,11 +845,7 @@ sched_unit_done(struct sched_unit *u)
 	if (d)
 		sched_dest_pump(s, d);
 	scheduler_kick(s);
-	if (s->closing && s->inflight == 0 && s->drained_cb) {
-		void (*cb)(void *) = s->drained_cb;
-		s->drained_cb = NULL;
-		cb(s->drained_arg);
-	}
+	sched_maybe_drained(s);
 }
 
 /* ---- local delivery (worker threads) ---- */
@@ -1535,19 +1614,28 @@ sched_recover_line(void *arg, const char *line, size_t len)
 	char word[16];
 	unsigned idx, attempts;
 	long long t, next;
+	int end = 0;
 
 	if (strncmp(line, "- warned ", 9) == 0) {
 		m->warned = true;
 		return;
 	}
+	if (strncmp(line, "- held ", 7) == 0 || strncmp(line, "- released ", 11) == 0) {
+		m->held = line[2] == 'h'; /* the last one wins */
+		return;
+	}
 	if (sscanf(line, "%u %15s %lld", &idx, word, &t) != 3 || idx >= m->msg->nrcpts)
 		return;
 	if (strcmp(word, "deferred") == 0) {
-		if (sscanf(line, "%*u %*s %*d %u %lld", &attempts, &next) == 2 &&
+		if (sscanf(line, "%*u %*s %*d %u %lld%n", &attempts, &next, &end) == 2 &&
 		    m->state[idx] == RS_PENDING) {
 			rc->attempts[idx] = attempts;
 			if ((uint64_t)next * 1000u > rc->next_ms)
 				rc->next_ms = (uint64_t)next * 1000u;
+			if (line[end] == ' ' && line[end + 1] != '\0') { /* the last error */
+				free(m->diag[idx]);
+				m->diag[idx] = strndup(line + end + 1, len - (size_t)end - 1);
+			}
 		}
 		return;
 	}
@@ -1622,5 +1710,311 @@ scheduler_oldest_arrival(const struct scheduler *s, struct timeval *out)
 		if (timercmp(&m->msg->arrival, out, <))
 			*out = m->msg->arrival;
 	}
+	return 0;
+}
+
+/* ---- queue control (petrel queue ...: control.c) ---- */
+
+_Static_assert(RS_PENDING == (int)SCHEDULER_RCPT_PENDING &&
+                       RS_DELIVERED == (int)SCHEDULER_RCPT_DELIVERED &&
+                       RS_BOUNCED == (int)SCHEDULER_RCPT_BOUNCED &&
+                       RS_EXPIRED == (int)SCHEDULER_RCPT_EXPIRED,
+               "scheduler.h and scheduler.c agree on the recipient states");
+
+static struct sched_msg *
+sched_msg_find(struct scheduler *s, const char *id)
+{
+	struct sched_msg *m;
+
+	for (m = s->msgs; m != NULL; m = m->next)
+		if (!m->deleted && strcmp(m->msg->id, id) == 0)
+			return m;
+	return NULL;
+}
+
+/* Under way on a connection or in a Maildir job: it runs to its end. (A DNS lookup does not
+ * count: it has sent nothing anywhere and can be cancelled.) */
+static bool
+sched_unit_busy(const struct sched_unit *u)
+{
+	return u->inflight && u->dns == NULL;
+}
+
+/*
+ * Take a unit that is not busy out of the heap, its destination's wait list or its DNS lookup:
+ * it is parked (hold) or about to be freed (delete). Returns the destination whose slot it gave
+ * back (to pump once the caller is done), or NULL.
+ */
+static struct sched_dest *
+sched_unit_detach(struct scheduler *s, struct sched_unit *u)
+{
+	struct sched_dest *d = u->dest, *slot = NULL;
+	struct sched_unit **pp;
+
+	queue_remove(&s->heap, &u->qi);
+	if (u->dns != NULL) {
+		dns_cancel(u->dns);
+		u->dns = NULL;
+	}
+	if (u->inflight) { /* a lookup held the slot */
+		u->inflight = false;
+		s->inflight--;
+		if (d != NULL) {
+			d->inflight--;
+			slot = d;
+		}
+	} else if (d != NULL) {
+		for (pp = &d->wait_head; *pp != NULL; pp = &(*pp)->wait_next)
+			if (*pp == u) {
+				*pp = u->wait_next;
+				if (d->wait_tail == &u->wait_next)
+					d->wait_tail = pp;
+				break;
+			}
+		u->wait_next = NULL;
+	}
+	u->dest = NULL;
+	return slot;
+}
+
+/* m's units in an array: the caller may free units and pump destinations while it walks it. */
+static struct sched_unit **
+sched_msg_units(struct scheduler *s, struct sched_msg *m, size_t *n)
+{
+	struct sched_unit **us, *u;
+
+	*n = 0;
+	if ((us = calloc(m->nunits ? m->nunits : 1, sizeof(*us))) == NULL)
+		return NULL;
+	for (u = s->units; u != NULL && *n < m->nunits; u = u->next)
+		if (u->m == m)
+			us[(*n)++] = u;
+	return us;
+}
+
+/* The view scratch of every message: is a unit in flight or due, and its earliest attempt. */
+static void
+sched_view_update(struct scheduler *s)
+{
+	uint64_t now = sched_now_ms();
+	struct sched_msg *m;
+	struct sched_unit *u;
+
+	for (m = s->msgs; m != NULL; m = m->next) {
+		m->view_next = 0;
+		m->view_active = false;
+	}
+	for (u = s->units; u != NULL; u = u->next) {
+		m = u->m;
+		if (u->inflight || u->dest != NULL) {
+			m->view_active = true;
+		} else if (u->qi.index != QUEUE_NOT_QUEUED) {
+			if (u->qi.when <= now)
+				m->view_active = true;
+			if (m->view_next == 0 || u->qi.when < m->view_next)
+				m->view_next = u->qi.when;
+		}
+	}
+}
+
+static void
+sched_summary(struct sched_msg *m, struct scheduler_msg_summary *sum)
+{
+	size_t i;
+
+	memset(sum, 0, sizeof(*sum));
+	sum->msg = m->msg;
+	sum->npending = m->npending;
+	sum->rcpt_state = m->state;
+	sum->rcpt_error = m->diag;
+	sum->next_attempt = (time_t)(m->view_next / 1000u);
+	sum->state = m->held                               ? SCHEDULER_MSG_HELD
+	             : m->view_active || m->view_next == 0 ? SCHEDULER_MSG_ACTIVE
+	                                                   : SCHEDULER_MSG_DEFERRED;
+	for (i = 0; i < m->msg->nrcpts && sum->last_error == NULL; i++)
+		if (m->state[i] == RS_PENDING)
+			sum->last_error = m->diag[i];
+}
+
+size_t
+scheduler_foreach(struct scheduler *s, scheduler_msg_cb cb, void *arg)
+{
+	struct scheduler_msg_summary sum;
+	struct sched_msg *m;
+	size_t n = 0;
+
+	sched_view_update(s);
+	for (m = s->msgs_tail; m != NULL; m = m->prev) {
+		if (m->deleted)
+			continue;
+		sched_summary(m, &sum);
+		cb(arg, &sum);
+		n++;
+	}
+	return n;
+}
+
+int
+scheduler_lookup(struct scheduler *s, const char *id, scheduler_msg_cb cb, void *arg)
+{
+	struct scheduler_msg_summary sum;
+	struct scheduler_rcpt_live *live;
+	struct sched_msg *m = sched_msg_find(s, id);
+	struct sched_unit *u;
+	size_t i;
+
+	if (m == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	if ((live = calloc(m->msg->nrcpts, sizeof(*live))) == NULL)
+		return -1;
+	sched_view_update(s);
+	for (u = s->units; u != NULL; u = u->next) {
+		if (u->m != m)
+			continue;
+		for (i = 0; i < u->nrcpts; i++) {
+			struct scheduler_rcpt_live *l = &live[u->rcpts[i]];
+			l->attempts = u->attempts;
+			l->active = u->inflight || u->dest != NULL;
+			if (u->qi.index != QUEUE_NOT_QUEUED)
+				l->next_attempt = (time_t)(u->qi.when / 1000u);
+		}
+	}
+	sched_summary(m, &sum);
+	sum.live = live;
+	cb(arg, &sum);
+	free(live);
+	return 0;
+}
+
+size_t
+scheduler_flush(struct scheduler *s)
+{
+	size_t n = queue_advance(&s->heap, sched_now_ms());
+
+	log_info("queue flush units=%zu", n);
+	scheduler_kick(s);
+	return n;
+}
+
+int
+scheduler_delete(struct scheduler *s, const char *id)
+{
+	struct sched_msg *m = sched_msg_find(s, id);
+	struct sched_unit **us;
+	struct sched_dest **slots;
+	size_t i, n;
+	int busy = 0;
+
+	if (m == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	if ((us = sched_msg_units(s, m, &n)) == NULL)
+		return -1;
+	if ((slots = calloc(n ? n : 1, sizeof(*slots))) == NULL) {
+		free(us);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		if (sched_unit_busy(us[i])) {
+			busy++;
+			continue;
+		}
+		slots[i] = sched_unit_detach(s, us[i]);
+		sched_unit_free(s, us[i]);
+	}
+	sched_msg_cancel_dsns(m); /* their journal lines are moot: the journal goes too */
+	log_info("%s deleted (queue delete) nrcpt=%zu pending=%u deliveries_in_flight=%d",
+	         m->msg->id, m->msg->nrcpts, m->npending, busy);
+	/* Not spool_remove(): a delivery under way may still read the file, which must not be
+	 * recycled for the next message. */
+	spool_discard(s->spool, m->msg->id);
+	spool_sync_soon(s->spool); /* an admin's removal should not come back after a crash */
+	m->deleted = true;
+	if (m->nunits == 0)
+		sched_msg_free(s, m);
+	for (i = 0; i < n; i++)
+		if (slots[i] != NULL)
+			sched_dest_pump(s, slots[i]);
+	free(slots);
+	free(us);
+	scheduler_kick(s);
+	return busy;
+}
+
+int
+scheduler_hold(struct scheduler *s, const char *id)
+{
+	struct sched_msg *m = sched_msg_find(s, id);
+	struct sched_unit **us;
+	struct sched_dest **slots = NULL;
+	char line[64];
+	size_t i, n;
+	int busy = 0;
+
+	if (m == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (m->held)
+		return 1;
+	if ((us = sched_msg_units(s, m, &n)) == NULL ||
+	    (slots = calloc(n ? n : 1, sizeof(*slots))) == NULL) {
+		free(us);
+		return -1;
+	}
+	snprintf(line, sizeof(line), "- held %lld\n", (long long)time(NULL));
+	if (spool_state_append(s->spool, m->msg->id, line, strlen(line)) == -1) {
+		free(slots);
+		free(us);
+		return -1;
+	}
+	m->held = true;
+	for (i = 0; i < n; i++) {
+		if (sched_unit_busy(us[i]))
+			busy++;
+		else
+			slots[i] = sched_unit_detach(s, us[i]); /* parked */
+	}
+	log_info("%s held (queue hold) pending=%u deliveries_in_flight=%d", m->msg->id, m->npending,
+	         busy);
+	for (i = 0; i < n; i++)
+		if (slots[i] != NULL)
+			sched_dest_pump(s, slots[i]);
+	free(slots);
+	free(us);
+	scheduler_kick(s);
+	return 0;
+}
+
+int
+scheduler_release(struct scheduler *s, const char *id)
+{
+	struct sched_msg *m = sched_msg_find(s, id);
+	struct sched_unit *u;
+	uint64_t now = sched_now_ms();
+	char line[64];
+	unsigned n = 0;
+
+	if (m == NULL) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (!m->held)
+		return 1;
+	snprintf(line, sizeof(line), "- released %lld\n", (long long)time(NULL));
+	if (spool_state_append(s->spool, m->msg->id, line, strlen(line)) == -1)
+		return -1;
+	m->held = false;
+	for (u = s->units; u != NULL; u = u->next)
+		if (u->m == m && !u->inflight && u->dest == NULL &&
+		    u->qi.index == QUEUE_NOT_QUEUED) {
+			sched_unit_schedule(s, u, now);
+			n++;
+		}
+	log_info("%s released (queue release) units=%u", m->msg->id, n);
+	scheduler_kick(s);
 	return 0;
 }

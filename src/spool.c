@@ -932,6 +932,14 @@ spool_read_state(int statefd, const char *id, void (*cb)(void *arg, const char *
 }
 
 void
+spool_discard(struct spool *sp, const char *id)
+{
+	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
+		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
+	unlinkat(sp->statefd, id, 0);
+}
+
+void
 spool_remove(struct spool *sp, const char *id)
 {
 	char name[16];

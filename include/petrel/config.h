@@ -96,6 +96,9 @@ struct petrel_config {
 	char *spool;    /* default: "./var/spool"; relative to the working directory */
 	enum config_durability durability;
 	enum config_log_level log_level; /* key: log_level: error|warn|info|debug */
+	char *user;  /* user: the user to run as once the listeners are bound (started as root);
+	              * checked at load: exists, not uid 0 (priv.h). NULL = do not switch */
+	char *group; /* group: its group; NULL = the user's primary group. Needs user: */
 
 	struct config_listen *listen; /* default: one entry 127.0.0.1:2525 relay */
 	size_t nlisten;

@@ -46,6 +46,12 @@ void queue_remove(struct queue *q, struct queue_item *it);
 /* Change an item's time/priority and restore the order (it must be queued). */
 void queue_update(struct queue *q, struct queue_item *it, uint64_t when, int priority);
 
+/*
+ * Every item due later than `when` becomes due at `when` (queue flush): the heap is rebuilt
+ * in O(n). Items keep their priority and insertion order. Returns how many items moved.
+ */
+size_t queue_advance(struct queue *q, uint64_t when);
+
 static inline size_t
 queue_len(const struct queue *q)
 {

@@ -10,8 +10,11 @@
 #ifndef PETREL_SCHEDULER_H
 #define PETREL_SCHEDULER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/time.h>
+#include <time.h>
 
 #include "petrel/config.h"
 
@@ -63,6 +66,77 @@ void scheduler_get_stats(const struct scheduler *s, struct scheduler_stats *out)
  * messages received side by side). Returns 0, or -1 when the queue is empty.
  */
 int scheduler_oldest_arrival(const struct scheduler *s, struct timeval *out);
+
+/* ---- queue control (control.c: petrel queue list|show|flush|delete|hold|release) ---- */
+
+enum scheduler_msg_state {
+	SCHEDULER_MSG_ACTIVE,   /* a delivery under way, or due now (waiting for a slot) */
+	SCHEDULER_MSG_DEFERRED, /* every pending recipient waits for its next attempt */
+	SCHEDULER_MSG_HELD,     /* queue hold: not delivered until released */
+};
+
+/* A recipient's fate; the values are the ones of scheduler.c's state array. */
+enum scheduler_rcpt_state {
+	SCHEDULER_RCPT_PENDING = 0,
+	SCHEDULER_RCPT_DELIVERED,
+	SCHEDULER_RCPT_BOUNCED,
+	SCHEDULER_RCPT_EXPIRED,
+};
+
+/* What the queue knows now of one pending recipient (scheduler_lookup only). */
+struct scheduler_rcpt_live {
+	unsigned attempts;   /* failed attempts so far */
+	time_t next_attempt; /* queued: its next attempt (unix time); else 0 */
+	bool active;         /* being delivered, or waiting for a connection slot */
+};
+
+/*
+ * One queued message, as the queue CLI shows it. Everything is borrowed from the scheduler
+ * for the duration of the callback only (and stays valid until control returns to the loop).
+ */
+struct scheduler_msg_summary {
+	const struct message *msg; /* envelope: id, arrival, from, rcpts[], data_len */
+	enum scheduler_msg_state state;
+	unsigned npending;         /* recipients not final yet */
+	time_t next_attempt;       /* earliest queued attempt (unix time), or 0 for none */
+	const char *last_error;    /* the last temporary error of a pending recipient, or NULL */
+	const uint8_t *rcpt_state; /* enum scheduler_rcpt_state per msg->rcpts[] */
+	char *const *rcpt_error;   /* last temporary error per msg->rcpts[] (NULL entries) */
+	const struct scheduler_rcpt_live *live; /* per msg->rcpts[]; NULL from scheduler_foreach */
+};
+
+typedef void (*scheduler_msg_cb)(void *arg, const struct scheduler_msg_summary *sum);
+
+/* Call cb for every queued message, oldest first. Work is O(messages + units), on the loop,
+ * in memory (no disk access). Returns the number of messages. */
+size_t scheduler_foreach(struct scheduler *s, scheduler_msg_cb cb, void *arg);
+
+/* Call cb for message `id` (with `live` filled). 0, or -1 (errno ENOENT: not queued; ENOMEM). */
+int scheduler_lookup(struct scheduler *s, const char *id, scheduler_msg_cb cb, void *arg);
+
+/* Every unit waiting for a later attempt is due now; held messages stay held. Returns how many
+ * units moved (deliveries start as the concurrency limits allow). */
+size_t scheduler_flush(struct scheduler *s);
+
+/*
+ * Remove message `id` from the queue and the spool (queue/ and state/) without any DSN. Units
+ * waiting or resolving are dropped at once; a delivery already under way (SMTP transaction,
+ * Maildir job) runs to its end, its result is logged with status=ignored and nothing else
+ * happens. Returns the number of such deliveries (0: gone at once), or -1 (errno ENOENT, ENOMEM).
+ */
+int scheduler_delete(struct scheduler *s, const char *id);
+
+/*
+ * Hold message `id`: its units leave the heap and their destination's wait list (a DNS lookup
+ * under way is cancelled); a delivery already under way finishes, and what it leaves pending is
+ * held too. "- held <time>" in its journal keeps the hold across restarts. Returns 0, 1 when it
+ * was held already, or -1 (errno ENOENT, ENOMEM, or the journal write's).
+ */
+int scheduler_hold(struct scheduler *s, const char *id);
+
+/* Release a held message: journal "- released <time>" and make its units due now. Returns 0,
+ * 1 when it was not held, or -1 (errno ENOENT, or the journal write's). */
+int scheduler_release(struct scheduler *s, const char *id);
 
 /*
  * Effective priority of a message: the configured class (queue.priorities) times 4, plus a

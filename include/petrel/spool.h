@@ -150,6 +150,13 @@ int spool_read_state(int statefd, const char *id,
  * sync, not at once: a crash before it can only cause a repeat, never a loss). */
 void spool_remove(struct spool *sp, const char *id);
 
+/*
+ * Remove queue/<id> and state/<id> for good, never recycling the file (spool_remove may hand it
+ * to the next message, written over in place): for a message whose file may still be open and
+ * read, such as one deleted by `petrel queue delete` while a delivery of it is under way.
+ */
+void spool_discard(struct spool *sp, const char *id);
+
 /* Make whatever was written or removed durable at the next group commit (no callback). */
 void spool_sync_soon(struct spool *sp);
 

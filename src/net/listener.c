@@ -84,8 +84,9 @@ listener_log_bound(int fd, const struct config_listen *entry)
 	         entry->role == CONFIG_ROLE_SUBMISSION ? "submission" : "relay");
 }
 
-int
-listener_socket(const struct sockaddr *sa, socklen_t salen, int backlog, const char **what)
+/* listener_socket() up to the bind: -1 with errno and *what on failure. */
+static int
+listener_bind(const struct sockaddr *sa, socklen_t salen, const char **what)
 {
 	int fd, one = 1, saved;
 
@@ -97,17 +98,30 @@ listener_socket(const struct sockaddr *sa, socklen_t salen, int backlog, const c
 	if (sa->sa_family == AF_INET6)
 		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	*what = "bind";
-	if (bind(fd, sa, salen) == -1)
-		goto fail;
-	*what = "listen on";
-	if (listen(fd, backlog) == -1)
-		goto fail;
+	if (bind(fd, sa, salen) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
 	return fd;
-fail:
-	saved = errno;
-	close(fd);
-	errno = saved;
-	return -1;
+}
+
+int
+listener_socket(const struct sockaddr *sa, socklen_t salen, int backlog, const char **what)
+{
+	int fd, saved;
+
+	if ((fd = listener_bind(sa, salen, what)) == -1)
+		return -1;
+	*what = "listen on";
+	if (listen(fd, backlog) == -1) {
+		saved = errno;
+		close(fd);
+		errno = saved;
+		return -1;
+	}
+	return fd;
 }
 
 struct listener *
@@ -124,15 +138,15 @@ listener_new(struct event_base *base, const struct config_listen *entry, listene
 	l->entry = entry;
 	l->cb = cb;
 	l->arg = arg;
-	fd = listener_socket((const struct sockaddr *)&entry->addr, entry->addrlen,
-	                     LISTENER_BACKLOG, &what);
+	fd = listener_bind((const struct sockaddr *)&entry->addr, entry->addrlen, &what);
 	if (fd == -1)
 		goto fail;
 	listener_log_bound(fd, entry);
 	if ((l->pause_ev = evtimer_new(base, listener_resume, l)) == NULL)
 		goto fail;
-	/* Backlog 0: the socket already listens; libevent only accepts. */
-	l->evl = evconnlistener_new(base, listener_accept, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
+	/* Backlog 0: libevent does not listen(); listener_start() does, then enables it. */
+	l->evl = evconnlistener_new(base, listener_accept, l,
+	                            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, 0, fd);
 	if (l->evl == NULL)
 		goto fail;
 	evconnlistener_set_error_cb(l->evl, listener_error);
@@ -148,6 +162,18 @@ fail:
 		free(l);
 	}
 	return NULL;
+}
+
+int
+listener_start(struct listener *l, char **err)
+{
+	*err = NULL;
+	if (listen(evconnlistener_get_fd(l->evl), LISTENER_BACKLOG) == 0 &&
+	    evconnlistener_enable(l->evl) == 0)
+		return 0;
+	if (asprintf(err, "cannot listen on %s: %s", l->entry->address, strerror(errno)) == -1)
+		*err = NULL;
+	return -1;
 }
 
 void

@@ -77,7 +77,7 @@ smtp_server_accept(void *arg, evutil_socket_t fd, const struct sockaddr *sa, soc
 }
 
 int
-smtp_server_listen(struct smtp_server *srv, char **err)
+smtp_server_bind(struct smtp_server *srv, char **err)
 {
 	const struct petrel_config *cfg = srv->cfg;
 	size_t i;
@@ -93,6 +93,18 @@ smtp_server_listen(struct smtp_server *srv, char **err)
 		if (srv->listeners[i] == NULL)
 			return -1;
 		srv->nlisteners++;
+	}
+	return 0;
+}
+
+int
+smtp_server_start(struct smtp_server *srv, char **err)
+{
+	size_t i;
+
+	for (i = 0; i < srv->nlisteners; i++) {
+		if (listener_start(srv->listeners[i], err) == -1)
+			return -1;
 	}
 	return 0;
 }

@@ -414,7 +414,7 @@ class Petrel:
             self.log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) \
                 else 0
             with open(self.log_path, 'ab') as log:
-                self.proc = subprocess.Popen([PETREL, '-c', self.config_path],
+                self.proc = subprocess.Popen([PETREL, '-c', self.config_path, '--allow-root'],
                                              stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                              cwd=self.workdir)
             _running.append(self)

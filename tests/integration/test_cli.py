@@ -25,8 +25,9 @@ RUN_TIMEOUT = 10
 
 
 def run(*args, cwd=None):
-    return subprocess.run([PETREL] + list(args), stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=RUN_TIMEOUT, cwd=cwd)
+    # --allow-root: the tests run as root in CI and their configs have no user:.
+    return subprocess.run([PETREL, '--allow-root'] + list(args), stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=RUN_TIMEOUT, cwd=cwd)
 
 
 class Cli(PetrelTestCase):

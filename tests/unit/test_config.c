@@ -2389,3 +2389,80 @@ Test(config, errors_stats)
 		free(errors);
 	}
 }
+
+/* user: and group: (priv.h): names that exist now, never root. Debian's nobody and nogroup. */
+Test(config, user_group_defaults)
+{
+	struct petrel_config *cfg = test_config_ok("");
+
+	cr_expect_null(cfg->user, "petrel stays who started it");
+	cr_expect_null(cfg->group);
+	config_free(cfg);
+
+	/* The shipped example documents both keys, commented out. */
+	cr_assert_eq(config_load(TEST_EXAMPLE_CONFIG, &cfg, NULL), 0);
+	cr_expect_null(cfg->user);
+	cr_expect_null(cfg->group);
+	config_free(cfg);
+}
+
+Test(config, user_group_values)
+{
+	struct petrel_config *cfg;
+
+	cfg = test_config_ok("user: nobody\n");
+	cr_expect_str_eq(cfg->user, "nobody");
+	cr_expect_null(cfg->group, "the user's primary group");
+	config_free(cfg);
+
+	/* Any order; group names the group explicitly. */
+	cfg = test_config_ok("group: nogroup\nuser: daemon\n");
+	cr_expect_str_eq(cfg->user, "daemon");
+	cr_expect_str_eq(cfg->group, "nogroup");
+	config_free(cfg);
+}
+
+Test(config, errors_user_group)
+{
+	static const struct {
+		const char *what;
+		const char *yaml;
+		const char *errors;
+	} cases[] = {
+		{ "no such user", "user: petrel-no-such-user\n",
+		  "t.yaml:1:7: user: bad user name 'petrel-no-such-user': no such user\n" },
+		{ "root", "user: root\n",
+		  "t.yaml:1:7: user: bad user name 'root': it is root (uid 0), which would drop "
+		  "nothing\n" },
+		{ "a number", "user: 65534\n",
+		  "t.yaml:1:7: user: bad user name '65534': only letters, digits, '_', '.' and "
+		  "'-', at most 32, starting with a letter or '_'\n" },
+		{ "a space", "user: \"no body\"\n",
+		  "t.yaml:1:7: user: bad user name 'no body': only letters, digits, '_', '.' and "
+		  "'-', at most 32, starting with a letter or '_'\n" },
+		{ "too long", "user: abcdefghijabcdefghijabcdefghijabc\n",
+		  "t.yaml:1:7: user: bad user name 'abcdefghijabcdefghijabcdefghijabc': only "
+		  "letters, digits, '_', '.' and '-', at most 32, starting with a letter or "
+		  "'_'\n" },
+		{ "empty", "user: \"\"\n", "t.yaml:1:7: user: must not be empty\n" },
+		{ "a list", "user: [nobody]\n",
+		  "t.yaml:1:7: user: expected a user name, got a list\n" },
+		{ "group without user", "group: nogroup\n", "t.yaml:1:1: group: needs user:\n" },
+		{ "group root", "user: nobody\ngroup: root\n",
+		  "t.yaml:2:8: group: bad group name 'root': it is gid 0 (root's group), which "
+		  "would drop nothing\n" },
+		{ "no such group", "user: nobody\ngroup: petrel-no-such-group\n",
+		  "t.yaml:2:8: group: bad group name 'petrel-no-such-group': no such group\n" },
+		{ "misspelt key", "usr: nobody\n",
+		  "t.yaml:1:1: usr: unknown key, did you mean 'user'?\n" },
+	};
+	char *errors;
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		errors = test_config_fail(cases[i].yaml);
+		cr_expect_str_eq(errors, cases[i].errors, "%s:\n--- got:\n%s--- want:\n%s",
+		                 cases[i].what, errors, cases[i].errors);
+		free(errors);
+	}
+}

@@ -121,3 +121,34 @@ Test(queue, retry_schedule)
 	cr_assert_eq(queue_retry_delay(steps, 3, 0), 60);
 	cr_assert_eq(queue_retry_delay(NULL, 0, 3), 300);
 }
+
+Test(queue, advance_makes_later_items_due_and_keeps_the_heap)
+{
+	static struct queue_item its[300];
+	struct queue q;
+	struct queue_item *prev = NULL, *it;
+	size_t i, popped = 0;
+
+	queue_init(&q);
+	for (i = 0; i < 300; i++) {
+		its[i].when = 1000 + (i * 7919) % 5000; /* 1000..5999, scattered */
+		its[i].priority = (int)(i % 3);
+		its[i].index = QUEUE_NOT_QUEUED;
+		cr_assert_eq(queue_push(&q, &its[i]), 0);
+	}
+	cr_assert_eq(queue_advance(&q, 3000), 178, "items due after 3000 move");
+	cr_assert_eq(queue_advance(&q, 3000), 0, "nothing left to move");
+	while ((it = queue_pop(&q)) != NULL) {
+		cr_assert_leq(it->when, 3000);
+		if (prev != NULL)
+			cr_assert(prev->when < it->when || (prev->when == it->when &&
+			                                    (prev->priority > it->priority ||
+			                                     (prev->priority == it->priority &&
+			                                      prev->seq < it->seq))),
+			          "heap order after advance");
+		prev = it;
+		popped++;
+	}
+	cr_assert_eq(popped, 300);
+	queue_release(&q);
+}

@@ -24,11 +24,16 @@ typedef void (*listener_accept_cb)(void *arg, evutil_socket_t fd, const struct s
                                    socklen_t salen, const struct config_listen *entry);
 
 /*
- * Bind and listen on entry->addr. Returns NULL and sets *err (malloc'd) on failure. `entry`
- * must outlive the listener. The bound address (port 0 resolved) is logged.
+ * Bind entry->addr, without listening yet: until listener_start(), a client is refused
+ * (privileged ports are bound early, as root; connections are taken only once petrel is ready).
+ * Returns NULL and sets *err (malloc'd) on failure. `entry` must outlive the listener. The
+ * bound address (port 0 resolved) is logged.
  */
 struct listener *listener_new(struct event_base *base, const struct config_listen *entry,
                               listener_accept_cb cb, void *arg, char **err);
+
+/* Listen (backlog LISTENER_BACKLOG) and start accepting. Returns 0, or -1 with *err. */
+int listener_start(struct listener *l, char **err);
 
 /* Stop accepting, close the socket. */
 void listener_free(struct listener *l);

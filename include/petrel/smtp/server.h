@@ -31,11 +31,13 @@ struct smtp_server_stats {
 
 struct smtp_server {
 	struct event_base *base;
-	const struct petrel_config *cfg; /* borrowed */	struct spool *spool;			/* borrowed */
-	struct tls_server *tls;			/* borrowed, may be swapped (reload); NULL: no TLS */
-	struct auth_users *users;		/* borrowed; NULL: no AUTH */
-	struct auth_throttle *throttle;		/* borrowed; with users */
-	struct worker_pool *workers;		/* borrowed; password checks run there */
+	const struct petrel_config *cfg; /* borrowed */
+	struct spool *spool;             /* borrowed; set before the loop runs (main.c binds the
+	                                  * listeners first, as root, then opens the spool) */
+	struct tls_server *tls;          /* borrowed, may be swapped (reload); NULL: no TLS */
+	struct auth_users *users;        /* borrowed; NULL: no AUTH */
+	struct auth_throttle *throttle;  /* borrowed; with users */
+	struct worker_pool *workers;     /* borrowed; password checks run there */
 	struct listener **listeners;
 	size_t nlisteners;
 	struct conn_table *per_ip;
@@ -51,8 +53,15 @@ struct smtp_server {
 struct smtp_server *smtp_server_new(struct event_base *base, const struct petrel_config *cfg,
                                     struct spool *spool);
 
-/* Bind every `listen:` entry. Returns 0, or -1 with *err (malloc'd). */
-int smtp_server_listen(struct smtp_server *srv, char **err);
+/*
+ * Bind every `listen:` entry, without accepting yet (clients are refused until
+ * smtp_server_start): main.c binds as root, and listens once the spool and queue are ready.
+ * Returns 0, or -1 with *err (malloc'd).
+ */
+int smtp_server_bind(struct smtp_server *srv, char **err);
+
+/* Listen on every bound entry and accept from now on. Returns 0, or -1 with *err. */
+int smtp_server_start(struct smtp_server *srv, char **err);
 
 /*
  * Graceful stop: close the listeners, tell idle sessions 421 and close them, let sessions that
