@@ -147,7 +147,9 @@ int spool_read_state(int statefd, const char *id,
                      void (*cb)(void *arg, const char *line, size_t len), void *arg);
 
 /* The message is finished: remove queue/<id> and state/<id> (made durable by the next commit's
- * sync, not at once: a crash before it can only cause a repeat, never a loss). */
+ * sync, not at once: a crash before it can only cause a repeat, never a loss). The file is kept
+ * in free/ and written over by a later message (see spool.c, "File recycling"): call this only
+ * when nobody still reads it. */
 void spool_remove(struct spool *sp, const char *id);
 
 /*
