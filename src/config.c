@@ -341,6 +341,12 @@ static const struct config_enum_name config_log_level_names[] = {
 	{ NULL, 0 },
 };
 
+static const struct config_enum_name config_log_target_names[] = {
+	{ "stderr", CONFIG_LOG_STDERR },
+	{ "syslog", CONFIG_LOG_SYSLOG },
+	{ NULL, 0 },
+};
+
 static const struct config_enum_name config_role_names[] = {
 	{ "relay", CONFIG_ROLE_RELAY },
 	{ "submission", CONFIG_ROLE_SUBMISSION },
@@ -697,6 +703,10 @@ static const struct config_key config_root_keys[] = {
 	  .kind = CONFIG_KIND_ENUM,
 	  .offset = CONFIG_OFF(log_level),
 	  .names = config_log_level_names },
+	{ .name = "log_target",
+	  .kind = CONFIG_KIND_ENUM,
+	  .offset = CONFIG_OFF(log_target),
+	  .names = config_log_target_names },
 	{ .name = "user",
 	  .kind = CONFIG_KIND_STRING,
 	  .offset = CONFIG_OFF(user),

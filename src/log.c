@@ -7,13 +7,16 @@
 #include "petrel/log.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/time.h>
+#include <syslog.h>
 #include <time.h>
 #include <unistd.h>
 
 static enum log_level log_level = LOG_LEVEL_INFO;
+static bool log_syslog;
 
 static const char *const log_level_names[] = {
 	[LOG_LEVEL_ERROR] = "error",
@@ -26,6 +29,13 @@ void
 log_set_level(enum log_level level)
 {
 	log_level = level;
+}
+
+void
+log_use_syslog(void)
+{
+	openlog("petrel", LOG_PID | LOG_NDELAY, LOG_MAIL);
+	log_syslog = true;
 }
 
 int
@@ -46,6 +56,16 @@ log_msg(enum log_level level, const char *fmt, ...)
 
 	if (!log_enabled(level))
 		return;
+	if (log_syslog) {
+		static const int prio[] = { [LOG_LEVEL_ERROR] = LOG_ERR,
+			                    [LOG_LEVEL_WARN] = LOG_WARNING,
+			                    [LOG_LEVEL_INFO] = LOG_INFO,
+			                    [LOG_LEVEL_DEBUG] = LOG_DEBUG };
+		va_start(ap, fmt);
+		vsyslog(prio[level], fmt, ap);
+		va_end(ap);
+		return;
+	}
 	gettimeofday(&tv, NULL);
 	gmtime_r(&tv.tv_sec, &tm);
 	n = strftime(line, sizeof(line), "%Y-%m-%dT%H:%M:%S", &tm);

@@ -558,6 +558,8 @@ main(int argc, char **argv)
 		return rc;
 	}
 	log_set_level((enum log_level)p.cfg->log_level);
+	if (p.cfg->log_target == CONFIG_LOG_SYSLOG)
+		log_use_syslog();
 	if (petrel_choose_user(&p, allow_root) == -1) {
 		config_free(p.cfg);
 		return 1;

@@ -27,6 +27,11 @@ enum config_role {
 	CONFIG_ROLE_SUBMISSION, /* AUTH required for everything */
 };
 
+enum config_log_target {
+	CONFIG_LOG_STDERR = 0, /* one line per event on stderr (journald collects it) */
+	CONFIG_LOG_SYSLOG,     /* syslog(3), facility mail, ident "petrel" */
+};
+
 enum config_log_level {
 	CONFIG_LOG_ERROR = 0,
 	CONFIG_LOG_WARN,
@@ -95,7 +100,8 @@ struct petrel_config {
 	char *hostname; /* default: gethostname() */
 	char *spool;    /* default: "./var/spool"; relative to the working directory */
 	enum config_durability durability;
-	enum config_log_level log_level; /* key: log_level: error|warn|info|debug */
+	enum config_log_level log_level;   /* key: log_level: error|warn|info|debug */
+	enum config_log_target log_target; /* key: log_target: stderr (default) | syslog */
 	char *user;  /* user: the user to run as once the listeners are bound (started as root);
 	              * checked at load: exists, not uid 0 (priv.h). NULL = do not switch */
 	char *group; /* group: its group; NULL = the user's primary group. Needs user: */

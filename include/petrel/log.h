@@ -17,6 +17,10 @@ enum log_level {
 };
 
 void log_set_level(enum log_level level);
+
+/* Send every line to syslog(3) (facility mail, ident "petrel", with the pid) instead of
+ * stderr. The connection to the log socket is opened at once, before privileges are dropped. */
+void log_use_syslog(void);
 int log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

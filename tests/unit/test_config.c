@@ -2466,3 +2466,18 @@ Test(config, errors_user_group)
 		free(errors);
 	}
 }
+
+Test(config, log_target)
+{
+	struct petrel_config *cfg = test_config_ok("");
+	char *errors;
+
+	cr_assert_eq(cfg->log_target, CONFIG_LOG_STDERR);
+	config_free(cfg);
+	cfg = test_config_ok("log_target: syslog\n");
+	cr_assert_eq(cfg->log_target, CONFIG_LOG_SYSLOG);
+	config_free(cfg);
+	errors = test_config_fail("log_target: file\n");
+	cr_assert(strstr(errors, "t.yaml:1:13: log_target:") != NULL, "%s", errors);
+	free(errors);
+}
