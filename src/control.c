@@ -1377,7 +1377,8 @@ control_cli_answer(int fd, const char *path)
 	int rc = -1;
 
 	while (rc < 0) {
-		while (rc < 0 && (nl = memchr(buf + start, '\n', len - start)) != NULL) {
+		while (rc < 0 && len > start &&
+		       (nl = memchr(buf + start, '\n', len - start)) != NULL) {
 			char *line = buf + start;
 
 			llen = (size_t)(nl - line);
@@ -1402,9 +1403,11 @@ control_cli_answer(int fd, const char *path)
 		}
 		if (rc >= 0)
 			break;
-		memmove(buf, buf + start, len - start);
-		len -= start;
-		start = 0;
+		if (start > 0) {
+			memmove(buf, buf + start, len - start);
+			len -= start;
+			start = 0;
+		}
 		if (len == cap) {
 			if (cap >= CONTROL_CLIENT_LINE_MAX) {
 				fprintf(stderr, "petrel: an answer line from %s is too long\n",
