@@ -1170,9 +1170,9 @@ config_find_duplicate(struct config_loader *ld, yaml_node_t *node, yaml_node_pai
 	return NULL;
 }
 
-/* The value of key `name` in a mapping node, or NULL. */
-static yaml_node_t *
-config_mapping_value(struct config_loader *ld, yaml_node_t *node, const char *name)
+/* The pair of key `name` in a mapping node (its first, if repeated), or NULL. */
+static yaml_node_pair_t *
+config_mapping_pair(struct config_loader *ld, yaml_node_t *node, const char *name)
 {
 	yaml_node_pair_t *pair;
 	yaml_node_t *k;
@@ -1183,27 +1183,27 @@ config_mapping_value(struct config_loader *ld, yaml_node_t *node, const char *na
 		k = yaml_document_get_node(ld->doc, pair->key);
 		if (k != NULL && k->type == YAML_SCALAR_NODE &&
 		    strcmp((const char *)k->data.scalar.value, name) == 0)
-			return yaml_document_get_node(ld->doc, pair->value);
+			return pair;
 	}
 	return NULL;
+}
+
+/* The value of key `name` in a mapping node, or NULL. */
+static yaml_node_t *
+config_mapping_value(struct config_loader *ld, yaml_node_t *node, const char *name)
+{
+	yaml_node_pair_t *pair = config_mapping_pair(ld, node, name);
+
+	return pair ? yaml_document_get_node(ld->doc, pair->value) : NULL;
 }
 
 /* The key node of key `name` in a mapping node (its first, if repeated), or NULL. */
 static yaml_node_t *
 config_mapping_key(struct config_loader *ld, yaml_node_t *node, const char *name)
 {
-	yaml_node_pair_t *pair;
-	yaml_node_t *k;
+	yaml_node_pair_t *pair = config_mapping_pair(ld, node, name);
 
-	if (node->type != YAML_MAPPING_NODE)
-		return NULL;
-	for (pair = node->data.mapping.pairs.start; pair < node->data.mapping.pairs.top; pair++) {
-		k = yaml_document_get_node(ld->doc, pair->key);
-		if (k != NULL && k->type == YAML_SCALAR_NODE &&
-		    strcmp((const char *)k->data.scalar.value, name) == 0)
-			return k;
-	}
-	return NULL;
+	return pair ? yaml_document_get_node(ld->doc, pair->key) : NULL;
 }
 
 /* The row of `keys` named `name`, or NULL. */

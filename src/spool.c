@@ -602,46 +602,16 @@ spool_get_stats(const struct spool *sp, struct spool_stats *out)
 int
 spool_read_entry(int dirfd, const char *name, struct spool_entry *e)
 {
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t n;
-	off_t header = 0;
-	struct stat st;
-	FILE *f = NULL;
-	int fd, first = 1, ok = 0;
+	struct message *msg;
 
 	memset(e, 0, sizeof(*e));
-	if ((fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+	if (spool_read_message(dirfd, name, &msg) == -1)
 		return -1;
-	if (fstat(fd, &st) == -1 || (f = fdopen(fd, "r")) == NULL) {
-		close(fd);
-		return -1;
-	}
-	while ((n = getline(&line, &cap, f)) > 0) {
-		header += n;
-		if (line[n - 1] != '\n')
-			break;
-		line[--n] = '\0';
-		if (first) {
-			if (strcmp(line, "petrel-spool 1") != 0)
-				break;
-			first = 0;
-		} else if (n == 0) {
-			ok = 1;
-			break;
-		} else if (strncmp(line, "id ", 3) == 0) {
-			snprintf(e->id, sizeof(e->id), "%s", line + 3);
-		} else if (strncmp(line, "from <", 6) == 0 && line[n - 1] == '>') {
-			snprintf(e->from, sizeof(e->from), "%.*s", (int)(n - 7), line + 6);
-		} else if (strncmp(line, "rcpt ", 5) == 0) {
-			e->nrcpts++;
-		}
-	}
-	free(line);
-	fclose(f);
-	if (!ok || !message_id_valid(e->id) || strcmp(e->id, name) != 0 || e->nrcpts == 0)
-		return -1;
-	e->size = (uint64_t)(st.st_size - header);
+	snprintf(e->id, sizeof(e->id), "%s", msg->id);
+	snprintf(e->from, sizeof(e->from), "%s", msg->from);
+	e->nrcpts = (unsigned)msg->nrcpts;
+	e->size = msg->data_len;
+	message_free(msg);
 	return 0;
 }
 
