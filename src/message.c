@@ -147,7 +147,7 @@ message_add_rcpt(struct message *msg, const char *addr, unsigned notify, const c
 
 size_t
 message_received_header(const struct message *msg, const char *by, const char *tls, char *buf,
-			size_t bufsize)
+                        size_t bufsize)
 {
 	char date[64];
 	struct tm tm;
@@ -162,16 +162,15 @@ message_received_header(const struct message *msg, const char *by, const char *t
 		             "\tby %s (petrel) with %s%s%s%s id %s\r\n"
 		             "\tfor <%s>; %s\r\n",
 		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
-			     tls ? " (using " : "", tls ? tls : "", tls ? ")" : "",
-		             msg->id, msg->rcpts[0].addr, date);
+		             tls ? " (using " : "", tls ? tls : "", tls ? ")" : "", msg->id,
+		             msg->rcpts[0].addr, date);
 	else
 		n = snprintf(buf, bufsize,
 		             "Received: from %s ([%s])\r\n"
 		             "\tby %s (petrel) with %s%s%s%s id %s;\r\n"
 		             "\t%s\r\n",
 		             msg->helo ? msg->helo : "unknown", msg->client_addr, by, msg->protocol,
-			     tls ? " (using " : "", tls ? tls : "", tls ? ")" : "",
-		             msg->id, date);
+		             tls ? " (using " : "", tls ? tls : "", tls ? ")" : "", msg->id, date);
 	if (n < 0 || (size_t)n >= bufsize)
 		return 0;
 	return (size_t)n;

@@ -28,9 +28,10 @@
 #define AUTH_BASE64_ENCODED_SIZE(n) ((((n) + 2) / 3) * 4 + 1)
 #define AUTH_BASE64_DECODED_MAX(n)  (((n) / 4) * 3)
 
-#define AUTH_THROTTLE_DELAY_MAX   60     /* seconds: the cap of the doubling delay */
-#define AUTH_THROTTLE_MAX_ENTRIES 100000 /* default table cap; the least recent entry goes first   \
-	                                  */
+#define AUTH_THROTTLE_DELAY_MAX 60 /* seconds: the cap of the doubling delay */
+#define AUTH_THROTTLE_MAX_ENTRIES                                                                  \
+	100000 /* default table cap; the least recent entry goes first                             \
+	        */
 
 struct auth_users;
 

@@ -71,12 +71,12 @@ void message_id_new(char id[MESSAGE_ID_LEN + 1], const struct timeval *now);
 bool message_id_valid(const char *id);
 
 /*
- * Write the Received: trace header (RFC 5321 §4.4) into buf; `by` is our host name, `with` the * protocol keyword (ESMTP, ESMTPS, ...). "for <rcpt>" is added when there is one recipient.
- * `tls` ("TLSv1.3 cipher=… bits=…") or NULL adds a "(using …)" comment after the protocol.
- * Returns the length or 0 if it does not fit.
+ * Write the Received: trace header (RFC 5321 §4.4) into buf; `by` is our host name, `with` the *
+ * protocol keyword (ESMTP, ESMTPS, ...). "for <rcpt>" is added when there is one recipient. `tls`
+ * ("TLSv1.3 cipher=… bits=…") or NULL adds a "(using …)" comment after the protocol. Returns the
+ * length or 0 if it does not fit.
  */
 size_t message_received_header(const struct message *msg, const char *by, const char *tls,
-			       char *buf,
-                               size_t bufsize);
+                               char *buf, size_t bufsize);
 
 #endif

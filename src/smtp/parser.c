@@ -454,8 +454,8 @@ smtp_parser_xtext_valid(const unsigned char *p, size_t len)
  * a U-label (RFC 6531 §3.3), which we check only for well-formed UTF-8 and the hyphen rule.
  * Consumes as much as forms a domain and leaves *pp on the first octet after it; the caller
  * judges that octet. `trailing_dot` (HELO/EHLO only) accepts one final "." and '_' in labels:
- * Windows clients announce host names such as "my_pc", and refusing them helps nobody. ASCII labels are
- * limited to 63 octets; labels with UTF-8 are not, as their A-label form may be shorter.
+ * Windows clients announce host names such as "my_pc", and refusing them helps nobody. ASCII labels
+ * are limited to 63 octets; labels with UTF-8 are not, as their A-label form may be shorter.
  * Returns OK, ERR_PATH or ERR_PATH_TOO_LONG (over SMTP_DOMAIN_MAX octets).
  */
 static enum smtp_parse_result
@@ -854,8 +854,9 @@ smtp_parser_param_value(struct smtp_cmd *cmd, enum smtp_parser_param param,
 
 	switch (param) {
 	case SMTP_PARSER_PARAM_SIZE: {
-		uint64_t size = 0;		/* RFC 1870: size-value ::= 1*20DIGIT. A legal 20-digit value beyond 64 bits
-		 * saturates: it is simply too big (552 from the session), not malformed. */
+		uint64_t size = 0; /* RFC 1870: size-value ::= 1*20DIGIT. A legal 20-digit value
+		                    * beyond 64 bits saturates: it is simply too big (552 from the
+		                    * session), not malformed. */
 		if (len > SMTP_PARSER_DIGITS_MAX)
 			return SMTP_PARSE_ERR_PARAM_VALUE;
 		for (size_t i = 0; i < len; i++) {

@@ -14,15 +14,16 @@ load(const char *text)
 	char *err = NULL;
 
 	cr_assert_eq(config_load_string("t.yaml", text, strlen(text), &cfg, &err), 0, "%s",
-		     err ? err : "");
+	             err ? err : "");
 	return cfg;
 }
 
 Test(scheduler, priority_class_then_size)
 {
-	struct petrel_config *cfg = load("queue:\n  priorities:\n"
-					 "    - { sender_domain: vip.example, priority: high }\n"
-					 "    - { recipient_domain: bulk.example, priority: low }\n");
+	struct petrel_config *cfg =
+	        load("queue:\n  priorities:\n"
+	             "    - { sender_domain: vip.example, priority: high }\n"
+	             "    - { recipient_domain: bulk.example, priority: low }\n");
 	struct message *m = message_new();
 
 	message_set_from(m, "boss@vip.example");
