@@ -82,6 +82,7 @@ struct sched_msg {
 	bool loop;   /* too many Received: headers */
 	uint64_t expires_ms;
 	struct scheduler *sched;
+	bool journaled;     /* state/<id> exists (so removal has one to delete) */
 	bool held;          /* queue hold: its units stay out of the heap (parked) until released */
 	bool deleted;       /* queue delete: gone from the spool, waits for its busy units to end */
 	uint64_t view_next; /* scheduler_foreach() scratch: earliest queued attempt, or 0 */
@@ -324,8 +325,22 @@ sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
 	if (m->npending != 0 || m->nunits != 0 || m->dsn_waits != NULL)
 		return;
 	log_info("%s removed (every recipient done)", m->msg->id);
-	spool_remove(s->spool, m->msg->id);
+	spool_remove(s->spool, m->msg->id, m->journaled);
 	sched_msg_free(s, m);
+}
+
+/* Append lines to state/<id>; the one place that writes a message's journal. 0 or -1. */
+static int
+sched_journal_write(struct scheduler *s, struct sched_msg *m, const char *text, size_t len)
+{
+	if (len == 0)
+		return 0;
+	m->journaled = true; /* even a failed append may have created the file */
+	if (spool_state_append(s->spool, m->msg->id, text, len) == -1) {
+		log_error("%s journal write failed error=\"%s\"", m->msg->id, strerror(errno));
+		return -1;
+	}
+	return 0;
 }
 
 /* Append the journal lines collected in jb to state/<id>, in one write. */
@@ -333,10 +348,7 @@ static void
 sched_journal_flush(struct scheduler *s, struct sched_msg *m, FILE *jb, char **buf, size_t *len)
 {
 	fflush(jb);
-	if (*len == 0)
-		return;
-	if (spool_state_append(s->spool, m->msg->id, *buf, *len) == -1)
-		log_error("%s journal write failed error=\"%s\"", m->msg->id, strerror(errno));
+	sched_journal_write(s, m, *buf, *len);
 }
 
 /* ---- units ---- */
@@ -503,10 +515,8 @@ sched_dsn_committed(void *arg, const char *id, bool ok)
 		          m->msg->id, id);
 	if (w != NULL) {
 		/* The DSN is on disk: now the recipients it reports may be final on disk too. */
-		if (w->journal && spool_state_append(m->sched->spool, m->msg->id, w->journal,
-		                                     strlen(w->journal)) == -1)
-			log_error("%s journal write failed error=\"%s\"", m->msg->id,
-			          strerror(errno));
+		if (w->journal)
+			sched_journal_write(m->sched, m, w->journal, strlen(w->journal));
 		free(w->journal);
 		free(w);
 	}
@@ -588,9 +598,8 @@ sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcp
 	return;
 journal_now:
 	/* No DSN will be on disk (none wanted, or it failed): the lines are final now. */
-	if (journal && journal[0] &&
-	    spool_state_append(s->spool, m->msg->id, journal, strlen(journal)) == -1)
-		log_error("%s journal write failed error=\"%s\"", m->msg->id, strerror(errno));
+	if (journal)
+		sched_journal_write(s, m, journal, strlen(journal));
 }
 
 static void
@@ -1614,6 +1623,8 @@ sched_recover_line(void *arg, const char *line, size_t len)
 	char word[16];
 	unsigned idx, attempts;
 	long long t, next;
+
+	m->journaled = true;
 	int end = 0;
 
 	if (strncmp(line, "- warned ", 9) == 0) {
@@ -1966,7 +1977,7 @@ scheduler_hold(struct scheduler *s, const char *id)
 		return -1;
 	}
 	snprintf(line, sizeof(line), "- held %lld\n", (long long)time(NULL));
-	if (spool_state_append(s->spool, m->msg->id, line, strlen(line)) == -1) {
+	if (sched_journal_write(s, m, line, strlen(line)) == -1) {
 		free(slots);
 		free(us);
 		return -1;
@@ -2005,7 +2016,7 @@ scheduler_release(struct scheduler *s, const char *id)
 	if (!m->held)
 		return 1;
 	snprintf(line, sizeof(line), "- released %lld\n", (long long)time(NULL));
-	if (spool_state_append(s->spool, m->msg->id, line, strlen(line)) == -1)
+	if (sched_journal_write(s, m, line, strlen(line)) == -1)
 		return -1;
 	m->held = false;
 	for (u = s->units; u != NULL; u = u->next)

@@ -910,22 +910,22 @@ spool_discard(struct spool *sp, const char *id)
 }
 
 void
-spool_remove(struct spool *sp, const char *id)
+spool_remove(struct spool *sp, const char *id, bool has_state)
 {
 	char name[16];
 
+	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
+	 * again (never lost), and the next commit's syncfs makes it durable anyway. Syncing every
+	 * removal would double the journal commits under load. */
+	if (has_state)
+		unlinkat(sp->statefd, id, 0);
 	if (sp->nfree < SPOOL_FREE_MAX) {
 		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_next);
 		if (renameat(sp->queuefd, id, sp->freefd, name) == 0) {
 			sp->free_names[sp->nfree++] = sp->free_next++;
-			unlinkat(sp->statefd, id, 0);
 			return;
 		}
 	}
 	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
 		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
-	unlinkat(sp->statefd, id, 0);
-	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
-	 * again (never lost), and the next commit's syncfs makes it durable anyway. Syncing every
-	 * removal would double the journal commits under load. */
 }

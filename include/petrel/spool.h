@@ -149,8 +149,9 @@ int spool_read_state(int statefd, const char *id,
 /* The message is finished: remove queue/<id> and state/<id> (made durable by the next commit's
  * sync, not at once: a crash before it can only cause a repeat, never a loss). The file is kept
  * in free/ and written over by a later message (see spool.c, "File recycling"): call this only
- * when nobody still reads it. */
-void spool_remove(struct spool *sp, const char *id);
+ * when nobody still reads it. has_state: state/<id> was ever written (else nothing to unlink,
+ * and no failing unlinkat per message). */
+void spool_remove(struct spool *sp, const char *id, bool has_state);
 
 /*
  * Remove queue/<id> and state/<id> for good, never recycling the file (spool_remove may hand it

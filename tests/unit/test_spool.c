@@ -327,7 +327,7 @@ Test(spool, hook_load_state_and_remove, .init = setup, .fini = teardown)
 	cr_assert_eq(spool_state_read(sp, id, collect_line, lines), 0);
 	cr_assert_str_eq(lines, "0 delivered 1|1 deferred 1 1 61|");
 
-	spool_remove(sp, id);
+	spool_remove(sp, id, true);
 	cr_assert_eq(stat(path, &st), -1);
 	snprintf(path, sizeof(path), "%s/queue/%s", dir, id);
 	cr_assert_eq(stat(path, &st), -1);
@@ -356,7 +356,7 @@ Test(spool, removed_files_are_recycled_exactly, .init = setup, .fini = teardown)
 	event_base_dispatch(base);
 	cr_assert(d1.ok);
 	cr_assert_eq(stat(path, &st1), 0);
-	spool_remove(sp, d1.id);
+	spool_remove(sp, d1.id, false);
 	cr_assert_eq(stat(path, &st2), -1, "gone from queue/");
 	snprintf(path, sizeof(path), "%s/free/f0", dir);
 	cr_assert_eq(stat(path, &st2), 0, "kept in free/");
