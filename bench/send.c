@@ -100,6 +100,24 @@ send_run_check_end(struct send_run *run)
 	}
 }
 
+/*
+ * Open loop: once the last message is handed out (or the run is stopping), the sessions
+ * parked for work would wait for nothing. They QUIT, and the open-loop clock stops.
+ * Without this a run with --messages and --rate idled until --duration or the server
+ * closed. A parked session is idle (no transaction), so QUIT is always in order.
+ */
+static void
+send_run_release_parked(struct send_run *run)
+{
+	struct send_session *s;
+
+	if (send_run_more_work(run))
+		return;
+	event_del(run->rate_timer);
+	while ((s = TAILQ_FIRST(&run->ready)) != NULL)
+		send_session_quit(s);
+}
+
 void
 send_run_session_ready(struct send_run *run, struct send_session *s)
 {
@@ -108,6 +126,7 @@ send_run_session_ready(struct send_run *run, struct send_session *s)
 	switch (send_run_take(run, &seq, &due)) {
 	case SEND_TAKE_OK:
 		send_session_give(s, seq, due);
+		send_run_release_parked(run);
 		break;
 	case SEND_TAKE_WAIT:
 		send_session_park(s);
@@ -122,15 +141,13 @@ send_run_session_ready(struct send_run *run, struct send_session *s)
 static void
 send_run_stop(struct send_run *run)
 {
-	struct send_session *s;
 	struct timeval tv;
 
 	if (run->stopping)
 		return;
 	run->stopping = true;
 	run->stop_us = bench_now_us();
-	while ((s = TAILQ_FIRST(&run->ready)) != NULL)
-		send_session_quit(s);
+	send_run_release_parked(run);
 	tv = send_tv(run->cfg.timeout + 1.0);
 	event_add(run->deadline, &tv);
 	send_run_check_end(run);
@@ -231,6 +248,7 @@ send_run_rate_cb(evutil_socket_t fd, short what, void *arg)
 	while ((s = TAILQ_FIRST(&run->ready)) != NULL && run->next_seq < run->released &&
 	       send_run_take(run, &seq, &at) == SEND_TAKE_OK)
 		send_session_give(s, seq, at);
+	send_run_release_parked(run);
 }
 
 static void

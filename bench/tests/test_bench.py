@@ -8,6 +8,8 @@ Cases, one meson test each:
   check     sink --check catches a duplicate and corrupted messages injected by hand
   tls       STARTTLS + AUTH PLAIN against the sink and against a Python TLS server
   load      --fail-rate, --delay, open loop --rate, --exit-after, sink --duration
+  openloop  --rate with --messages ends once the last message is answered (every session
+            QUITs), with --duration and with --per-connection too
   cli       --help, exit status 2 and a precise message for bad options
   idle      idle connections and the server's VmRSS per connection
   postfix   send -> Postfix smtp-sink (skipped unless smtp-sink is installed)
@@ -103,7 +105,7 @@ class Sink:
             self.proc.wait()
 
 
-def bench(*args, json_name=None):
+def bench(*args, json_name=None, timeout=RUN_TIMEOUT):
     """Runs petrel-bench with args; returns (status, json or None, stdout, stderr)."""
     argv = [BENCH] + [str(a) for a in args]
     path = None
@@ -112,7 +114,11 @@ def bench(*args, json_name=None):
         if os.path.exists(path):
             os.unlink(path)
         argv += ["--json", path]
-    p = subprocess.run(argv, capture_output=True, timeout=RUN_TIMEOUT)
+    try:
+        p = subprocess.run(argv, capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:  # run() has killed it
+        raise Failure("petrel-bench %s did not end within %ss\n%s" %
+                      (" ".join(argv[1:]), timeout, (e.stderr or b"").decode()))
     data = None
     if path and os.path.exists(path):
         with open(path) as f:
@@ -496,6 +502,64 @@ def case_load():
     print("ok - load: sink --exit-after and --duration end the sink")
 
 
+# ---- openloop -------------------------------------------------------------------------
+
+
+def case_openloop():
+    """Open loop with a message count: the run ends when the last message is answered.
+
+    The sessions parked waiting for the rate clock used to stay open once every message
+    had been handed out, until --duration ran out (or the server closed them)."""
+    runs = [
+        # (label, send arguments, messages the sink must count, longest run in s)
+        ("--messages with a long --duration",
+         ["-c", 10, "--rate", 200, "--messages", 100, "--duration", 60], 100, 10),
+        ("--messages alone",
+         ["-c", 10, "--rate", 200, "--messages", 100], 100, 10),
+        ("--per-connection",
+         ["-c", 10, "--rate", 200, "--messages", 100, "--duration", 60,
+          "--per-connection", 7], 100, 10),
+        ("--pipelining, more connections than messages",
+         ["-c", 50, "--rate", 400, "--messages", 40, "--duration", 60, "--pipelining"], 40, 10),
+        ("--duration before --messages",
+         ["-c", 10, "--rate", 200, "--messages", 100000, "--duration", 1], None, 10),
+    ]
+    for label, args, want, bound in runs:
+        sink = Sink()
+        try:
+            t0 = time.monotonic()
+            # A bound of our own, well under the meson timeout: the bug made this hang.
+            rc, s, out, err = bench("send", "--port", sink.port, "-q", *args,
+                                    json_name="openloop.json", timeout=bound + 5)
+            took = time.monotonic() - t0
+        finally:
+            krc, k, kout, kerr = sink.stop()
+        ctx = (label, out, err, kout, kerr)
+        check(rc == 0 and s is not None and not s["aborted"],
+              "%s: send exit %s" % (label, rc), *ctx)
+        check(took < bound, "%s: took %.1f s, want under %d s" % (label, took, bound), *ctx)
+        n = s["messages"]["accepted"]
+        if want is None:
+            # 200 msg/s for 1 s: about 200 (the first is due at 0), far from 100000.
+            check(150 <= n <= 260, "%s: sent %d" % (label, n), *ctx)
+        else:
+            check(n == want and s["messages"]["attempted"] == want,
+                  "%s: sent %d, want %d" % (label, n, want), *ctx)
+        check(krc == 0 and k["messages"]["received"] == n and k["messages"]["accepted"] == n,
+              "%s: sink counted %d, send %d" % (label, k["messages"]["received"], n), *ctx)
+        check(s["errors"]["total"] == 0, label + ": errors", s["errors"], *ctx)
+        # Every session ended by QUIT and its reply, none by a timeout or the deadline.
+        sess = s["sessions"]
+        check(sess["failed"] == 0 and sess["completed"] == sess["opened"]
+              == k["sessions"]["accepted"], label + ": sessions", sess, k["sessions"])
+        check(s["reply_codes"].get("221", 0) == sess["opened"], label + ": 221 replies",
+              s["reply_codes"])
+        if "--per-connection" in args:
+            check(sess["opened"] >= 100 // 7 + 1, label + ": sessions replaced", sess)
+        print("ok - openloop: %s: %d messages, %d sessions, %.2f s" %
+              (label, n, sess["opened"], took))
+
+
 # ---- cli ------------------------------------------------------------------------------
 
 
@@ -610,6 +674,7 @@ CASES = {
     "check": case_check,
     "tls": case_tls,
     "load": case_load,
+    "openloop": case_openloop,
     "cli": case_cli,
     "idle": case_idle,
     "postfix": case_postfix,
