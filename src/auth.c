@@ -47,6 +47,7 @@ struct auth_user {
 };
 
 struct auth_users {
+	unsigned refs;           /* auth_users_ref / auth_users_free; main thread only */
 	struct auth_user *users; /* sorted by name (bytes, then length) */
 	size_t count;
 	char dummy[CRYPT_OUTPUT_SIZE]; /* crypt of a random password: the hash of unknown names */
@@ -371,6 +372,7 @@ auth_users_load(const char *path, char **err)
 	u = calloc(1, sizeof(*u));
 	if (u == NULL)
 		goto fail_oom;
+	u->refs = 1;
 	while ((n = getline(&line, &linecap, f)) >= 0) {
 		size_t len = (size_t)n, start = 0;
 
@@ -464,7 +466,7 @@ auth_users_free(struct auth_users *u)
 {
 	size_t i;
 
-	if (u == NULL)
+	if (u == NULL || --u->refs > 0)
 		return;
 	for (i = 0; i < u->count; i++) {
 		OPENSSL_cleanse(u->users[i].name, u->users[i].name_len + u->users[i].hash_len + 2);
@@ -473,6 +475,13 @@ auth_users_free(struct auth_users *u)
 	free(u->users);
 	OPENSSL_cleanse(u, sizeof(*u));
 	free(u);
+}
+
+struct auth_users *
+auth_users_ref(struct auth_users *u)
+{
+	u->refs++;
+	return u;
 }
 
 size_t
@@ -760,6 +769,13 @@ auth_throttle_new(unsigned max_failures, unsigned window_seconds)
 	t->window = window_seconds;
 	t->max_entries = AUTH_THROTTLE_MAX_ENTRIES;
 	return t;
+}
+
+void
+auth_throttle_configure(struct auth_throttle *t, unsigned max_failures, unsigned window_seconds)
+{
+	t->max_failures = max_failures;
+	t->window = window_seconds;
 }
 
 void

@@ -2493,6 +2493,7 @@ config_new_defaults(const char *name)
 	cfg = calloc(1, sizeof(*cfg));
 	if (cfg == NULL)
 		return NULL;
+	cfg->refs = 1;
 	cfg->path = strdup(name);
 	cfg->spool = strdup(CONFIG_DEFAULT_SPOOL);
 	cfg->listen = calloc(1, sizeof(*cfg->listen));
@@ -2738,12 +2739,19 @@ config_load(const char *path, struct petrel_config **out, char **errors)
 	return rc;
 }
 
+struct petrel_config *
+config_ref(struct petrel_config *cfg)
+{
+	cfg->refs++;
+	return cfg;
+}
+
 void
 config_free(struct petrel_config *cfg)
 {
 	size_t i;
 
-	if (cfg == NULL)
+	if (cfg == NULL || --cfg->refs > 0)
 		return;
 	for (i = 0; i < cfg->nlisten; i++)
 		config_listen_free_item(&cfg->listen[i]);

@@ -40,13 +40,14 @@
 #define PETREL_SHUTDOWN_GRACE 30 /* seconds for sessions to finish their message */
 struct petrel {
 	struct event_base *base;
-	struct petrel_config *cfg;
+	struct petrel_config *cfg;       /* the current config (a reference) */
+	struct petrel_config *cfg_start; /* the one it started with (a reference): what cannot be
+	                                  * reloaded (spool, stats address, …) borrows from it */
 	struct spool *spool;
 	struct dns *dns;
 	struct scheduler *sched;
 	struct smtp_server *srv;
 	struct tls_server *tls;
-	struct auth_users *users;
 	struct auth_throttle *throttle;
 	struct worker_pool *auth_workers;
 	struct stats_endpoint *stats;   /* NULL without a stats: section */
@@ -78,7 +79,9 @@ usage(FILE *f)
 	        "                     the spool when it is stopped); exit 0, or 1 on an error\n"
 	        "\n"
 	        "petrel runs in the foreground and logs to stderr. SIGTERM or SIGINT stop it\n"
-	        "gracefully: no new connections, sessions finish the message they hold.\n");
+	        "gracefully: no new connections, sessions finish the message they hold.\n"
+	        "SIGHUP reloads the configuration file (a file with errors is refused and the\n"
+	        "running configuration kept); live sessions finish on the old settings.\n");
 }
 
 /* Inbound sessions, then outbound deliveries, report here when they are done. */
@@ -124,55 +127,129 @@ petrel_grace_cb(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(p->base, NULL);
 }
 
-/*
- * SIGHUP: load the certificate and key again; new connections use them, running ones keep
- * theirs. A failure keeps the old ones. (Reloading the rest of the configuration is not
- * supported by this version: it is logged.)
- */
+/* Each line of a config error report, logged. */
 static void
-petrel_reload_tls(struct petrel *p)
+petrel_log_errors(const char *errors)
 {
-	struct tls_server *fresh;
-	char *err = NULL;
+	const char *line = errors, *nl;
 
-	log_info("petrel SIGHUP: reloading TLS certificates (other settings need a restart)");
-	if (p->cfg->tls_certificate == NULL)
-		return;
-	fresh = tls_server_new(p->cfg->tls_certificate, p->cfg->tls_key, p->cfg->tls_min_version,
-	                       p->cfg->tls_ciphers, &err);
-	if (fresh == NULL) {
-		log_error("petrel tls reload failed, keeping the old certificate: %s",
-		          err ? err : "out of memory");
-		free(err);
-		return;
+	while (line != NULL && *line != '\0') {
+		nl = strchr(line, '\n');
+		log_error("petrel reload refused: %.*s", (int)(nl ? nl - line : (long)strlen(line)),
+		          line);
+		line = nl ? nl + 1 : NULL;
 	}
-	tls_server_free(p->tls);
-	p->tls = fresh;
-	p->srv->tls = fresh;
-	log_info("petrel tls reloaded certificate=%s", p->cfg->tls_certificate);
+}
+
+/*
+ * SIGHUP: read the config file again, with the TLS certificate, the users file and the routes'
+ * files. Everything is loaded and every new listen: address bound before anything changes; any
+ * failure keeps the running config whole and logs why. Then the new config is current: new
+ * sessions, the next dispatch of each recipient, listeners added and removed. Sessions and
+ * deliveries under way finish on what they started with (they hold references). What cannot
+ * change without a restart (config_keep_fixed) keeps its running value, with a warning.
+ * Returns a short outcome for systemd's status line.
+ */
+static const char *
+petrel_reload_config(struct petrel *p)
+{
+	struct petrel_config *fresh = NULL;
+	struct tls_server *tls = NULL;
+	struct auth_users *users = NULL;
+	struct sched_gen *gen = NULL;
+	struct smtp_server_plan *plan = NULL;
+	char *errors = NULL, *err = NULL, fixed[256];
+	int nfixed;
+
+	log_info("petrel SIGHUP: reloading config=%s", p->cfg->path);
+	if (config_load(p->cfg->path, &fresh, &errors) == -1) {
+		petrel_log_errors(errors ? errors : "out of memory\n");
+		free(errors);
+		return "reload refused: the configuration has errors, the old one is kept";
+	}
+	if ((nfixed = config_keep_fixed(fresh, p->cfg, fixed, sizeof(fixed))) < 0) {
+		err = strdup("out of memory");
+		goto fail;
+	}
+	if (fresh->tls_certificate != NULL &&
+	    (tls = tls_server_new(fresh->tls_certificate, fresh->tls_key, fresh->tls_min_version,
+	                          fresh->tls_ciphers, &err)) == NULL)
+		goto fail;
+	if (fresh->auth_users_file != NULL &&
+	    (users = auth_users_load(fresh->auth_users_file, &err)) == NULL)
+		goto fail;
+	if (users != NULL && p->auth_workers == NULL &&
+	    (p->auth_workers = worker_pool_new(p->base, 1)) == NULL) {
+		err = strdup("cannot start the AUTH worker");
+		goto fail;
+	}
+	if (users != NULL && p->throttle == NULL &&
+	    (p->throttle = auth_throttle_new(fresh->auth_max_failures,
+	                                     fresh->auth_failure_window)) == NULL) {
+		err = strdup("out of memory");
+		goto fail;
+	}
+	if (scheduler_config_prepare(p->sched, fresh, &gen, &err) == -1)
+		goto fail;
+	if (smtp_server_prepare(p->srv, fresh, &plan, &err) == -1)
+		goto fail;
+
+	/* Nothing can fail from here. */
+	smtp_server_commit(p->srv, plan, fresh, users);
+	p->srv->workers = p->auth_workers;
+	p->srv->throttle = p->throttle;
+	if (p->throttle != NULL)
+		auth_throttle_configure(p->throttle, fresh->auth_max_failures,
+		                        fresh->auth_failure_window);
+	tls_server_free(p->tls); /* live TLS sessions hold their own references to its context */
+	p->tls = tls;
+	p->srv->tls = tls;
+	scheduler_config_commit(p->sched, gen);
+	auth_users_free(users); /* the server holds it now */
+	config_free(p->cfg);
+	p->cfg = fresh;
+	log_set_level((enum log_level)fresh->log_level);
+	log_info("petrel reloaded config=%s hostname=%s listeners=%zu routes=%zu tls=%s users=%zu",
+	         fresh->path, fresh->hostname, fresh->nlisten, fresh->nroutes,
+	         fresh->tls_certificate ? "yes" : "no", auth_users_count(p->srv->users));
+	if (nfixed > 0) {
+		log_warn("petrel reload: %s changed in %s; a restart applies %s, until then the "
+		         "running value%s kept",
+		         fixed, fresh->path, nfixed > 1 ? "them" : "it",
+		         nfixed > 1 ? "s are" : " is");
+		return "configuration reloaded (some changes need a restart: see the log)";
+	}
+	return "configuration reloaded";
+
+fail:
+	log_error("petrel reload refused, the old configuration is kept: %s",
+	          err ? err : "out of memory");
+	free(err);
+	scheduler_config_drop(gen);
+	auth_users_free(users);
+	tls_server_free(tls);
+	config_free(fresh);
+	return "reload refused: see the log, the old configuration is kept";
 }
 
 /*
  * SIGHUP as systemd sees it: RELOADING=1, the reload, READY=1 (what Type=notify-reload
  * expects; Type=notify with ExecReload=kill -HUP shows "reloading" the same way). Nothing is
- * sent once stopping: READY=1 after STOPPING=1 would confuse it.
+ * reloaded once stopping: READY=1 after STOPPING=1 would confuse systemd, and the listeners are
+ * closed.
  */
 static void
 petrel_reload(struct petrel *p)
 {
-	const struct tls_server *old = p->tls;
+	const char *outcome;
 
-	if (!p->stopping)
-		notify_reloading("petrel reloading the TLS certificate");
-	petrel_reload_tls(p);
-	if (p->stopping)
+	if (p->stopping) {
+		log_info("petrel SIGHUP while stopping: nothing reloaded");
 		return;
-	if (p->cfg->tls_certificate == NULL)
-		notify_ready("petrel running (SIGHUP: no tls: configured, nothing reloaded)");
-	else if (p->tls == old) /* the new one is made before the old one is freed */
-		notify_ready("petrel running (TLS reload failed: the old certificate is kept)");
-	else
-		notify_ready("petrel running (TLS certificate reloaded)");
+	}
+	notify_reloading("petrel reloading %s", p->cfg->path);
+	outcome = petrel_reload_config(p);
+	notify_ready("petrel running (%s)", outcome);
 }
 
 static void
@@ -291,8 +368,8 @@ petrel_run(struct petrel *p)
 		p->srv->tls = p->tls;
 	}
 	if (p->cfg->auth_users_file) {
-		p->users = auth_users_load(p->cfg->auth_users_file, &err);
-		if (p->users == NULL) {
+		p->srv->users = auth_users_load(p->cfg->auth_users_file, &err);
+		if (p->srv->users == NULL) {
 			log_error("petrel %s", err ? err : "cannot load the users file");
 			free(err);
 			return 1;
@@ -303,7 +380,6 @@ petrel_run(struct petrel *p)
 			log_error("petrel out of memory");
 			return 1;
 		}
-		p->srv->users = p->users;
 		p->srv->throttle = p->throttle;
 	}
 	if (petrel_drop_privileges(p) == -1)
@@ -342,19 +418,19 @@ petrel_run(struct petrel *p)
 	else
 		log_info("spool ready dir=%s durability=%s messages=%ld", p->cfg->spool,
 		         p->cfg->durability == CONFIG_DURABILITY_FSYNC ? "fsync" : "none", n);
-	if (p->users != NULL) {
+	if (p->srv->users != NULL) {
 		if ((p->auth_workers = worker_pool_new(p->base, 1)) == NULL) {
 			log_error("petrel out of memory");
 			return 1;
 		}
 		p->srv->workers = p->auth_workers;
-		log_info("auth users=%zu require_tls=%s", auth_users_count(p->users),
+		log_info("auth users=%zu require_tls=%s", auth_users_count(p->srv->users),
 		         p->cfg->auth_require_tls ? "yes" : "no");
 	}
 	/* As the user: a stats address needs a port above 1023. */
 	if (p->cfg->stats_address != NULL &&
-	    (p->stats = stats_endpoint_new(p->base, p->cfg, p->srv, p->spool, p->sched, &err)) ==
-	            NULL) {
+	    (p->stats = stats_endpoint_new(p->base, p->cfg_start, p->srv, p->spool, p->sched,
+	                                   &err)) == NULL) {
 		log_error("petrel %s", err ? err : "cannot start the stats endpoint");
 		free(err);
 		return 1;
@@ -483,13 +559,13 @@ petrel_cleanup(struct petrel *p)
 	smtp_server_free(p->srv);
 	scheduler_free(p->sched);
 	auth_throttle_free(p->throttle);
-	auth_users_free(p->users);
 	tls_server_free(p->tls);
 	dns_free(p->dns);
 	if (p->spool)
 		spool_set_queue_hook(p->spool, NULL, NULL);
 	spool_close(p->spool);
 	config_free(p->cfg);
+	config_free(p->cfg_start);
 	if (p->base)
 		event_base_free(p->base);
 }
@@ -563,6 +639,7 @@ main(int argc, char **argv)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	petrel_raise_nofile();
+	p.cfg_start = config_ref(p.cfg);
 	rc = petrel_run(&p);
 	petrel_cleanup(&p);
 	return rc;

@@ -109,7 +109,8 @@ struct sched_unit {
 	char *domain;    /* lower case */
 	unsigned *rcpts; /* indexes into m->msg->rcpts */
 	size_t nrcpts;
-	unsigned attempts; /* failed attempts so far */
+	unsigned attempts;     /* failed attempts so far */
+	struct sched_gen *gen; /* a reference: the config of the last dispatch (route points in) */
 	const struct config_route *route;
 	struct sched_dest *dest; /* while waiting for or holding a slot */
 	struct dns_req *dns;     /* while resolving */
@@ -122,6 +123,7 @@ struct sched_conn {
 	struct sched_conn *prev, *next; /* all connections */
 	struct sched_conn *idle_next;   /* in its destination's idle list */
 	struct scheduler *sched;
+	struct sched_gen *gen; /* a reference: the client borrows its TLS context, password, HELO */
 	struct sched_dest *dest;
 	struct smtp_client *client;
 	struct sched_unit *unit; /* transaction under way, or NULL when idle */
@@ -138,17 +140,30 @@ struct sched_dest {
 	struct sched_conn *idle;
 };
 
-/* What a route needs for STARTTLS and AUTH, loaded once by scheduler_new (cfg->routes[i]). */
+/* What a route needs for STARTTLS and AUTH, loaded with its config (cfg->routes[i]). */
 struct sched_route_sec {
-	struct tls_client *tls; /* the route's ca_file, or NULL: the scheduler's tls_system */
+	struct tls_client *tls; /* the route's ca_file, or NULL: the generation's tls_system */
 	char *auth_pass;        /* first line of auth.password_file, or NULL; never logged */
+};
+
+/*
+ * One config as the scheduler uses it: the config and what was loaded for its routes. The
+ * scheduler holds the current one; a unit holds the one of its last dispatch (its route points
+ * into it), a connection the one it was opened with. A reload makes a new one current; the old
+ * one goes with its last reference.
+ */
+struct sched_gen {
+	unsigned refs;
+	unsigned id; /* in destination keys: a secured route's connections stay its own */
+	struct petrel_config *cfg;     /* a reference */
+	struct tls_client *tls_system; /* outbound TLS with the system trust store */
+	struct sched_route_sec *rsec;  /* one per cfg->routes[] */
 };
 
 struct scheduler {
 	struct event_base *base;
-	const struct petrel_config *cfg;
-	struct tls_client *tls_system; /* outbound TLS with the system trust store */
-	struct sched_route_sec *rsec;  /* one per cfg->routes[] */
+	struct sched_gen *gen;           /* the current config */
+	const struct petrel_config *cfg; /* gen->cfg */
 	struct spool *spool;
 	struct dns *dns;
 	struct worker_pool *workers;
@@ -168,6 +183,8 @@ struct scheduler {
 };
 
 static void scheduler_kick(struct scheduler *s);
+static struct sched_gen *sched_gen_ref(struct sched_gen *g);
+static void sched_gen_free(struct sched_gen *g);
 static void sched_unit_done(struct sched_unit *u);
 static void sched_dest_pump(struct scheduler *s, struct sched_dest *d);
 
@@ -395,6 +412,7 @@ sched_unit_free(struct scheduler *s, struct sched_unit *u)
 	if (u->txn.fd >= 0)
 		close(u->txn.fd);
 	u->m->nunits--;
+	sched_gen_free(u->gen);
 	free(u->txn_rcpts);
 	free(u->rcpts);
 	free(u->domain);
@@ -1009,17 +1027,17 @@ sched_set_port(struct sockaddr_storage *ss, unsigned port)
 
 /* The route's STARTTLS and AUTH settings for a client. */
 static void
-sched_client_security(const struct scheduler *s, const struct config_route *r,
+sched_client_security(const struct sched_gen *g, const struct config_route *r,
                       struct smtp_client_config *cc)
 {
 	const struct sched_route_sec *sec = NULL;
 
-	if (r >= s->cfg->routes && r < s->cfg->routes + s->cfg->nroutes)
-		sec = &s->rsec[r - s->cfg->routes];
+	if (r >= g->cfg->routes && r < g->cfg->routes + g->cfg->nroutes)
+		sec = &g->rsec[r - g->cfg->routes];
 	cc->tls = r->tls == CONFIG_TLS_NONE      ? SMTP_CLIENT_TLS_NONE
 	          : r->tls == CONFIG_TLS_REQUIRE ? SMTP_CLIENT_TLS_REQUIRE
 	                                         : SMTP_CLIENT_TLS_OPPORTUNISTIC;
-	cc->tls_ctx = sec && sec->tls ? sec->tls : s->tls_system;
+	cc->tls_ctx = sec && sec->tls ? sec->tls : g->tls_system;
 	if (sec && sec->auth_pass && r->auth_user) {
 		cc->auth_user = r->auth_user;
 		cc->auth_pass = sec->auth_pass;
@@ -1031,7 +1049,7 @@ static void
 sched_connect(struct scheduler *s, struct sched_unit *u, const struct smtp_target *targets,
               size_t n)
 {
-	struct smtp_client_config cc = { .helo = s->cfg->hostname };
+	struct smtp_client_config cc = { .helo = u->gen->cfg->hostname };
 	struct sched_conn *conn;
 
 	if (n == 0) {
@@ -1047,9 +1065,11 @@ sched_connect(struct scheduler *s, struct sched_unit *u, const struct smtp_targe
 	conn->sched = s;
 	conn->dest = u->dest;
 	conn->unit = u;
-	sched_client_security(s, u->route, &cc);
+	conn->gen = sched_gen_ref(u->gen);
+	sched_client_security(u->gen, u->route, &cc);
 	conn->client = smtp_client_new(s->base, &cc, targets, n, &u->txn, sched_client_cb, conn);
 	if (conn->client == NULL) {
+		sched_gen_free(conn->gen);
 		free(conn);
 		sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 local error (memory)");
 		return;
@@ -1244,6 +1264,7 @@ sched_client_cb(void *arg, struct smtp_client *c, enum smtp_client_event ev, str
 
 	if (ev == SMTP_CLIENT_CLOSED) {
 		sched_conn_unlink(s, conn);
+		sched_gen_free(conn->gen);
 		free(conn);
 		if (u != NULL) /* cannot happen: TXN_DONE always comes first */
 			sched_unit_fail_all(u, 451, "4.4.2", "451 4.4.2 connection closed");
@@ -1270,6 +1291,10 @@ sched_dispatch(struct scheduler *s, struct sched_unit *u)
 	char key[600];
 	unsigned port;
 
+	if (u->gen != s->gen) {
+		sched_gen_free(u->gen);
+		u->gen = sched_gen_ref(s->gen);
+	}
 	u->route = r;
 	if (u->txn_rcpts == NULL &&
 	    (u->txn_rcpts = calloc(u->nrcpts, sizeof(*u->txn_rcpts))) == NULL) {
@@ -1305,8 +1330,8 @@ sched_dispatch(struct scheduler *s, struct sched_unit *u)
 		 * someone, must not carry mail of a route that asks for more (or other) security.
 		 */
 		if (r->tls != CONFIG_TLS_OPPORTUNISTIC || r->auth_user || r->ca_file)
-			snprintf(key + strlen(key), sizeof(key) - strlen(key), "#%zu",
-			         (size_t)(r - s->cfg->routes));
+			snprintf(key + strlen(key), sizeof(key) - strlen(key), "#%u.%zu",
+			         s->gen->id, (size_t)(r - s->cfg->routes));
 		break;
 	default:
 		port = r->mx_port ? r->mx_port : 25;
@@ -1409,54 +1434,69 @@ done:
 	return pass;
 }
 
+static struct sched_gen *
+sched_gen_ref(struct sched_gen *g)
+{
+	g->refs++;
+	return g;
+}
+
 static void
-sched_security_free(struct scheduler *s)
+sched_gen_free(struct sched_gen *g)
 {
 	size_t i;
 
-	if (s->rsec != NULL) {
-		for (i = 0; i < s->cfg->nroutes; i++) {
-			tls_client_free(s->rsec[i].tls);
-			if (s->rsec[i].auth_pass != NULL) {
-				OPENSSL_cleanse(s->rsec[i].auth_pass, strlen(s->rsec[i].auth_pass));
-				free(s->rsec[i].auth_pass);
+	if (g == NULL || --g->refs > 0)
+		return;
+	if (g->rsec != NULL)
+		for (i = 0; i < g->cfg->nroutes; i++) {
+			tls_client_free(g->rsec[i].tls);
+			if (g->rsec[i].auth_pass != NULL) {
+				OPENSSL_cleanse(g->rsec[i].auth_pass, strlen(g->rsec[i].auth_pass));
+				free(g->rsec[i].auth_pass);
 			}
 		}
-		free(s->rsec);
-		s->rsec = NULL;
-	}
-	tls_client_free(s->tls_system);
-	s->tls_system = NULL;
+	free(g->rsec);
+	tls_client_free(g->tls_system);
+	config_free(g->cfg);
+	free(g);
 }
 
-/* One TLS client context for the system trust store, one per route with a ca_file, and the
- * routes' AUTH passwords. 0, or -1 with *err (malloc'd) naming the route. */
-static int
-sched_security_load(struct scheduler *s, char **err)
+/* cfg with one TLS client context for the system trust store, one per route with a ca_file,
+ * and the routes' AUTH passwords. The generation, or NULL with *err (malloc'd, naming the
+ * route; NULL: out of memory). */
+static struct sched_gen *
+sched_gen_new(struct petrel_config *cfg, unsigned id, char **err)
 {
-	const struct petrel_config *cfg = s->cfg;
+	struct sched_gen *g;
 	char *terr = NULL;
 	const char *why;
 	size_t i;
 
-	if ((s->tls_system = tls_client_new(NULL, &terr)) == NULL) {
+	*err = NULL;
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		return NULL;
+	g->refs = 1;
+	g->id = id;
+	g->cfg = config_ref(cfg);
+	if ((g->tls_system = tls_client_new(NULL, &terr)) == NULL) {
 		if (asprintf(err, "outbound TLS: %s", terr ? terr : "out of memory") == -1)
 			*err = NULL;
 		free(terr);
-		return -1;
+		goto fail;
 	}
-	if ((s->rsec = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*s->rsec))) == NULL)
-		return -1;
+	if ((g->rsec = calloc(cfg->nroutes ? cfg->nroutes : 1, sizeof(*g->rsec))) == NULL)
+		goto fail;
 	for (i = 0; i < cfg->nroutes; i++) {
 		const struct config_route *r = &cfg->routes[i];
 
 		if (r->ca_file != NULL &&
-		    (s->rsec[i].tls = tls_client_new(r->ca_file, &terr)) == NULL) {
+		    (g->rsec[i].tls = tls_client_new(r->ca_file, &terr)) == NULL) {
 			if (asprintf(err, "%s:%u: routes[%zu] (%s): ca_file: %s", cfg->path,
 			             r->line, i, r->domain, terr ? terr : "out of memory") == -1)
 				*err = NULL;
 			free(terr);
-			return -1;
+			goto fail;
 		}
 		if (r->auth_user == NULL || r->auth_password_file == NULL)
 			continue;
@@ -1465,25 +1505,28 @@ sched_security_load(struct scheduler *s, char **err)
 			             "%s:%u: routes[%zu] (%s): auth user is longer than %d octets",
 			             cfg->path, r->line, i, r->domain, AUTH_NAME_MAX) == -1)
 				*err = NULL;
-			return -1;
+			goto fail;
 		}
-		if ((s->rsec[i].auth_pass = sched_read_password(r->auth_password_file, &why)) ==
+		if ((g->rsec[i].auth_pass = sched_read_password(r->auth_password_file, &why)) ==
 		    NULL) {
 			if (asprintf(err, "%s:%u: routes[%zu] (%s): auth password_file %s: %s",
 			             cfg->path, r->line, i, r->domain, r->auth_password_file,
 			             why) == -1)
 				*err = NULL;
-			return -1;
+			goto fail;
 		}
 	}
-	return 0;
+	return g;
+fail:
+	sched_gen_free(g);
+	return NULL;
 }
 
 /* ---- public ---- */
 
 struct scheduler *
-scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct spool *sp,
-              struct dns *dns, char **err)
+scheduler_new(struct event_base *base, struct petrel_config *cfg, struct spool *sp, struct dns *dns,
+              char **err)
 {
 	struct scheduler *s;
 
@@ -1491,12 +1534,12 @@ scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct s
 	if ((s = calloc(1, sizeof(*s))) == NULL)
 		return NULL;
 	s->base = base;
-	s->cfg = cfg;
 	s->spool = sp;
 	s->dns = dns;
 	queue_init(&s->heap);
-	if (sched_security_load(s, err) == -1)
+	if ((s->gen = sched_gen_new(cfg, 1, err)) == NULL)
 		goto fail;
+	s->cfg = s->gen->cfg;
 	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL ||
 	    (s->workers = worker_pool_new(base, SCHED_MAILDIR_THREADS)) == NULL)
 		goto fail;
@@ -1504,9 +1547,41 @@ scheduler_new(struct event_base *base, const struct petrel_config *cfg, struct s
 fail:
 	if (s->timer)
 		event_free(s->timer);
-	sched_security_free(s);
+	sched_gen_free(s->gen);
 	free(s);
 	return NULL;
+}
+
+int
+scheduler_config_prepare(struct scheduler *s, struct petrel_config *cfg, struct sched_gen **out,
+                         char **err)
+{
+	*out = sched_gen_new(cfg, s->gen->id + 1, err);
+	if (*out == NULL && *err == NULL)
+		*err = strdup("out of memory");
+	return *out != NULL ? 0 : -1;
+}
+
+void
+scheduler_config_commit(struct scheduler *s, struct sched_gen *gen)
+{
+	struct sched_dest *d;
+	size_t i;
+
+	sched_gen_free(s->gen);
+	s->gen = gen;
+	s->cfg = gen->cfg;
+	/* Limits may have grown: start what now fits, then what is due. */
+	for (i = 0; i < SCHED_DEST_BUCKETS; i++)
+		for (d = s->dests[i]; d != NULL; d = d->next)
+			sched_dest_pump(s, d);
+	scheduler_kick(s);
+}
+
+void
+scheduler_config_drop(struct sched_gen *gen)
+{
+	sched_gen_free(gen);
 }
 
 void
@@ -1555,6 +1630,7 @@ scheduler_free(struct scheduler *s)
 		struct sched_conn *conn = s->conns;
 		s->conns = conn->next;
 		smtp_client_abort(conn->client);
+		sched_gen_free(conn->gen);
 		free(conn);
 	}
 	while (s->units != NULL) {
@@ -1573,7 +1649,7 @@ scheduler_free(struct scheduler *s)
 		}
 	queue_release(&s->heap);
 	event_free(s->timer);
-	sched_security_free(s);
+	sched_gen_free(s->gen);
 	free(s);
 }
 

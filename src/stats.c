@@ -99,7 +99,7 @@ struct stats_route {
 };
 
 struct stats_endpoint {
-	const struct petrel_config *cfg; /* borrowed */
+	const struct petrel_config *cfg; /* borrowed: the start's (address); see stats_http_cfg */
 	const struct smtp_server *srv;   /* borrowed */
 	struct spool *spool;             /* borrowed */
 	const struct scheduler *sched;   /* borrowed, may be NULL */
@@ -734,25 +734,34 @@ stats_http_cb(struct evhttp_request *req, void *arg)
 	route->serve(ep, req);
 }
 
+/* stats.token and stats.allow: the server's current config (a reload changes them). */
+static const struct petrel_config *
+stats_http_cfg(const struct stats_endpoint *ep)
+{
+	return ep->srv != NULL ? ep->srv->cfg : ep->cfg;
+}
+
 /* Is the client inside stats.allow? (From the socket: evhttp keeps only a string.) */
 static bool
 stats_http_allowed(const struct stats_endpoint *ep, struct evhttp_request *req)
 {
 	struct evhttp_connection *conn = evhttp_request_get_connection(req);
 	struct bufferevent *bev = conn != NULL ? evhttp_connection_get_bufferevent(conn) : NULL;
+	const struct petrel_config *cfg;
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 
 	if (bev == NULL || getpeername(bufferevent_getfd(bev), (struct sockaddr *)&ss, &len) == -1)
 		return false;
-	return cidr_match_any(ep->cfg->stats_allow, ep->cfg->nstats_allow, (struct sockaddr *)&ss);
+	cfg = stats_http_cfg(ep);
+	return cidr_match_any(cfg->stats_allow, cfg->nstats_allow, (struct sockaddr *)&ss);
 }
 
 /* "Authorization: Bearer <stats.token>" (RFC 6750), compared in constant time. */
 static bool
 stats_http_token_ok(const struct stats_endpoint *ep, struct evhttp_request *req)
 {
-	const char *token = ep->cfg->stats_token, *h;
+	const char *token = stats_http_cfg(ep)->stats_token, *h;
 	size_t len;
 
 	if (token == NULL)

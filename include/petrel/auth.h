@@ -47,6 +47,10 @@ struct auth_users;
  * Costs one crypt at load (the dummy hash for unknown names).
  */
 struct auth_users *auth_users_load(const char *path, char **err);
+/* Another reference (a session's AUTH check on a worker keeps the file it started with while
+ * a reload installs a new one); take and drop references on the main thread. Returns u. */
+struct auth_users *auth_users_ref(struct auth_users *u);
+/* Drop one reference; the last one wipes and frees. NULL is ignored. */
 void auth_users_free(struct auth_users *u);
 size_t auth_users_count(const struct auth_users *u);
 
@@ -101,6 +105,9 @@ struct auth_throttle;
 
 struct auth_throttle *auth_throttle_new(unsigned max_failures, unsigned window_seconds);
 void auth_throttle_free(struct auth_throttle *t);
+/* New limits (reload); the failures already counted are kept. */
+void auth_throttle_configure(struct auth_throttle *t, unsigned max_failures,
+                             unsigned window_seconds);
 
 /* Cap the table at `max` entries (at least 1; default AUTH_THROTTLE_MAX_ENTRIES), evicting the
  * entries with the oldest failure now if it holds more. Expired entries are dropped as the

@@ -96,6 +96,7 @@ struct config_priority {
 };
 
 struct petrel_config {
+	unsigned refs;  /* config_ref / config_free; 1 after load. Main thread only */
 	char *path;     /* the file it was read from */
 	char *hostname; /* default: gethostname() */
 	char *spool;    /* default: "./var/spool"; relative to the working directory */
@@ -189,7 +190,24 @@ int config_load(const char *path, struct petrel_config **out, char **errors);
 int config_load_string(const char *name, const char *text, size_t len, struct petrel_config **out,
                        char **errors);
 
+/* Another reference (a session, a delivery attempt, the stats endpoint keep the config they
+ * started with while a reload installs a new one). Returns cfg. */
+struct petrel_config *config_ref(struct petrel_config *cfg);
+
+/* Drop one reference; the last one frees. NULL is ignored. */
 void config_free(struct petrel_config *cfg);
+
+/*
+ * Reload (SIGHUP): the settings a running petrel cannot change, because they were used once at
+ * the start (spool, durability, user, group, log_target, dns.nameservers, stats.address: the
+ * spool and its sync thread are open, privileges are dropped, the resolver and the stats
+ * socket exist). Where `fresh` differs from `running`, the running value is copied into fresh
+ * (so that fresh describes what actually runs), and the key's name is appended to `changed`
+ * ("spool, durability", NUL-terminated, truncated to size). Returns the number of keys kept,
+ * or -1 when memory ran out (fresh is then unusable: free it).
+ */
+int config_keep_fixed(struct petrel_config *fresh, const struct petrel_config *running,
+                      char *changed, size_t size);
 
 /* "35M" → 36700160. K/M/G are powers of 1024, optional "B"/"iB" suffix ("35MB", "35MiB"), no
  * suffix = bytes. Returns 0 or -1 on syntax error or overflow. */

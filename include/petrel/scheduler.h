@@ -38,10 +38,23 @@ struct scheduler_stats {
  * Also loads what outbound delivery needs from the routes: a TLS client context for the system
  * trust store and one per route with ca_file, and each auth password_file (its first line, kept
  * in memory, never logged). Returns NULL on failure, with *err (malloc'd, naming the file and
- * the route; NULL when out of memory).
+ * the route; NULL when out of memory). Takes a reference to cfg.
  */
-struct scheduler *scheduler_new(struct event_base *base, const struct petrel_config *cfg,
+struct scheduler *scheduler_new(struct event_base *base, struct petrel_config *cfg,
                                 struct spool *sp, struct dns *dns, char **err);
+
+/*
+ * Reload: prepare loads what cfg's routes need (TLS contexts, AUTH passwords) without changing
+ * anything; 0, or -1 with *err (malloc'd) naming the route. Commit makes it current: routes,
+ * limits, retry schedule, priorities and host name apply from the next dispatch of each
+ * recipient (deliveries under way finish with the config they started with; a message's
+ * lifetime and priority stay those it was queued with). Drop frees a prepared one instead.
+ */
+struct sched_gen;
+int scheduler_config_prepare(struct scheduler *s, struct petrel_config *cfg, struct sched_gen **gen,
+                             char **err);
+void scheduler_config_commit(struct scheduler *s, struct sched_gen *gen);
+void scheduler_config_drop(struct sched_gen *gen);
 
 /* Stop starting deliveries, close idle connections, free everything (in-flight deliveries are
  * abandoned: their recipients stay pending in the spool). */

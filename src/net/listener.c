@@ -34,6 +34,18 @@ listener_accept(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr 
 	l->cb(l->arg, fd, sa, (socklen_t)salen, l->entry);
 }
 
+const struct config_listen *
+listener_entry(const struct listener *l)
+{
+	return l->entry;
+}
+
+void
+listener_set_entry(struct listener *l, const struct config_listen *entry)
+{
+	l->entry = entry;
+}
+
 static void
 listener_resume(evutil_socket_t fd, short what, void *arg)
 {

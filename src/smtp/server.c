@@ -13,6 +13,7 @@
 
 #include <event2/event.h>
 
+#include "petrel/auth.h"
 #include "petrel/log.h"
 #include "petrel/net/conn_table.h"
 #include "petrel/net/listener.h"
@@ -20,7 +21,7 @@
 #include "petrel/smtp/session.h"
 
 struct smtp_server *
-smtp_server_new(struct event_base *base, const struct petrel_config *cfg, struct spool *spool)
+smtp_server_new(struct event_base *base, struct petrel_config *cfg, struct spool *spool)
 {
 	struct smtp_server *srv;
 
@@ -31,7 +32,7 @@ smtp_server_new(struct event_base *base, const struct petrel_config *cfg, struct
 		return NULL;
 	}
 	srv->base = base;
-	srv->cfg = cfg;
+	srv->cfg = config_ref(cfg);
 	srv->spool = spool;
 	return srv;
 }
@@ -150,6 +151,124 @@ smtp_server_shutdown(struct smtp_server *srv, void (*drained)(void *arg), void *
 	smtp_server_each(srv, false);
 }
 
+/* What a reload will do to the listeners: for each of cfg->listen[], the listener that serves
+ * it (kept or new); for each old listener, whether it stays. */
+struct smtp_server_plan {
+	struct listener **listeners; /* cfg->nlisten of them, in cfg's order */
+	bool *fresh;                 /* listeners[i] was opened by the plan */
+	bool *kept;                  /* srv->listeners[j] serves some new entry */
+	size_t n;
+};
+
+/* Same family, address and port (a port 0 listener stays the one it is). */
+static bool
+smtp_server_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
+	const struct sockaddr_in *b4 = (const struct sockaddr_in *)b;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+	const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)b;
+
+	if (a->ss_family != b->ss_family)
+		return false;
+	if (a->ss_family == AF_INET)
+		return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+	if (a->ss_family == AF_INET6)
+		return a6->sin6_port == b6->sin6_port &&
+		       memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
+	return false;
+}
+
+void
+smtp_server_plan_free(struct smtp_server_plan *plan)
+{
+	size_t i;
+
+	if (plan == NULL)
+		return;
+	for (i = 0; i < plan->n; i++)
+		if (plan->fresh[i])
+			listener_free(plan->listeners[i]);
+	free(plan->listeners);
+	free(plan->fresh);
+	free(plan->kept);
+	free(plan);
+}
+
+int
+smtp_server_prepare(struct smtp_server *srv, const struct petrel_config *cfg,
+                    struct smtp_server_plan **out, char **err)
+{
+	struct smtp_server_plan *plan;
+	size_t i, j;
+
+	*out = NULL;
+	if ((plan = calloc(1, sizeof(*plan))) == NULL ||
+	    (plan->listeners = calloc(cfg->nlisten + 1, sizeof(*plan->listeners))) == NULL ||
+	    (plan->fresh = calloc(cfg->nlisten + 1, sizeof(*plan->fresh))) == NULL ||
+	    (plan->kept = calloc(srv->nlisteners + 1, sizeof(*plan->kept))) == NULL) {
+		smtp_server_plan_free(plan);
+		*err = strdup("out of memory");
+		return -1;
+	}
+	for (i = 0; i < cfg->nlisten; i++) {
+		const struct config_listen *entry = &cfg->listen[i];
+
+		for (j = 0; j < srv->nlisteners; j++)
+			if (!plan->kept[j] &&
+			    smtp_server_same_address(&listener_entry(srv->listeners[j])->addr,
+			                             &entry->addr))
+				break;
+		if (j < srv->nlisteners) {
+			plan->kept[j] = true;
+			plan->listeners[i] = srv->listeners[j];
+		} else {
+			plan->listeners[i] =
+			        listener_new(srv->base, entry, smtp_server_accept, srv, err);
+			if (plan->listeners[i] == NULL) {
+				smtp_server_plan_free(plan);
+				return -1;
+			}
+			plan->fresh[i] = true;
+			if (listener_start(plan->listeners[i], err) == -1) {
+				plan->n = i + 1;
+				smtp_server_plan_free(plan);
+				return -1;
+			}
+		}
+		plan->n = i + 1;
+	}
+	*out = plan;
+	return 0;
+}
+
+void
+smtp_server_commit(struct smtp_server *srv, struct smtp_server_plan *plan,
+                   struct petrel_config *cfg, struct auth_users *users)
+{
+	size_t i;
+
+	for (i = 0; i < srv->nlisteners; i++)
+		if (!plan->kept[i]) {
+			log_info("listener closed address=%s (not in the new config)",
+			         listener_entry(srv->listeners[i])->address);
+			listener_free(srv->listeners[i]);
+		}
+	free(srv->listeners);
+	for (i = 0; i < plan->n; i++)
+		listener_set_entry(plan->listeners[i], &cfg->listen[i]);
+	srv->listeners = plan->listeners;
+	srv->nlisteners = plan->n;
+	plan->listeners = NULL;
+	plan->n = 0;
+	smtp_server_plan_free(plan);
+
+	config_free(srv->cfg);
+	srv->cfg = config_ref(cfg);
+	auth_users_free(srv->users);
+	srv->users = users != NULL ? auth_users_ref(users) : NULL;
+}
+
 void
 smtp_server_abort_all(struct smtp_server *srv)
 {
@@ -163,5 +282,7 @@ smtp_server_free(struct smtp_server *srv)
 		return;
 	smtp_server_close_listeners(srv);
 	conn_table_free(srv->per_ip);
+	auth_users_free(srv->users);
+	config_free(srv->cfg);
 	free(srv);
 }

@@ -2,8 +2,9 @@
  * smtp/session.c: one inbound SMTP connection (RFC 5321) and its state machine.
  *
  * Owns: the bufferevent (and so the socket), the current transaction (struct smtp_tx with its
- * message) until the spool takes the message, and the HELO name. Does not own the config or
- * the spool (borrowed from the server).
+ * message) until the spool takes the message, the HELO name, and references to the config and
+ * users file current when it started (a reload does not change a live session). Borrows the
+ * spool from the server.
  *
  * Start reading at smtp_session_process(): the pipelining loop. While a complete command (or
  * body bytes) is buffered and the session is not waiting, it handles the next one and appends
@@ -63,7 +64,7 @@ enum smtp_sasl {
 /* A password check running on a worker thread. `s` is NULL once the session has gone. */
 struct smtp_auth_job {
 	struct smtp_session *s;
-	const struct auth_users *users;
+	struct auth_users *users; /* a reference */
 	char user[AUTH_NAME_MAX + 1];
 	size_t user_len;
 	char pass[AUTH_PASS_MAX + 1];
@@ -86,6 +87,8 @@ struct smtp_tx {
 struct smtp_session {
 	struct smtp_session *prev, *next;   /* server's list */
 	struct smtp_server *srv;            /* borrowed */
+	struct petrel_config *cfg;          /* a reference: the config it started with (reload) */
+	struct auth_users *users;           /* a reference, or NULL: no AUTH */
 	struct bufferevent *bev;            /* owned; owns the socket */
 	const struct config_listen *listen; /* the listener it came in on (config) */
 	uint64_t id;                        /* for logs */
@@ -212,7 +215,7 @@ smtp_session_set_state(struct smtp_session *s, enum smtp_state state)
 static void
 smtp_session_set_timeouts(struct smtp_session *s, bool data)
 {
-	const struct petrel_config *cfg = s->srv->cfg;
+	const struct petrel_config *cfg = s->cfg;
 	struct timeval rt = { data ? cfg->timeout_data : cfg->timeout_command, 0 };
 	struct timeval wt = { cfg->timeout_command, 0 };
 
@@ -284,8 +287,8 @@ smtp_tx_spool_begin(struct smtp_session *s)
 
 	if (tx->spooling)
 		return 0;
-	hlen = message_received_header(tx->msg, s->srv->cfg->hostname, s->tls ? s->tls_info : NULL,
-	                               hdr, sizeof(hdr));
+	hlen = message_received_header(tx->msg, s->cfg->hostname, s->tls ? s->tls_info : NULL, hdr,
+	                               sizeof(hdr));
 	if (hlen == 0 || spool_msg_begin(s->srv->spool, tx->msg, hdr, hlen) == -1) {
 		log_error("%016llx smtp spool failed id=%s error=\"%s\"", (unsigned long long)s->id,
 		          tx->msg->id, strerror(errno));
@@ -300,7 +303,7 @@ static void
 smtp_tx_store(struct smtp_session *s, struct evbuffer *in, size_t n)
 {
 	struct smtp_tx *tx = s->tx;
-	uint64_t max = s->srv->cfg->max_message_size; /* RFC 1870 §3: the size is the message's,
+	uint64_t max = s->cfg->max_message_size; /* RFC 1870 §3: the size is the message's,
 	                                                 without the dots of dot-stuffing. */
 	uint64_t dots = tx->bdat ? tx->dots : tx->scan.stuffed;
 
@@ -422,7 +425,7 @@ smtp_session_error(struct smtp_session *s, enum smtp_reply_id id, const char *li
 	log_info("%016llx smtp failed-command command=\"%s\" result=\"%u %s %s\"",
 	         (unsigned long long)s->id, log_escape(esc, sizeof(esc), line, len), r->code,
 	         r->enhanced, r->text);
-	if (r->code >= 500 && ++s->errors >= s->srv->cfg->max_errors)
+	if (r->code >= 500 && ++s->errors >= s->cfg->max_errors)
 		smtp_session_close(s, SMTP_REPLY_TOO_MANY_ERRORS, "errors");
 }
 
@@ -492,14 +495,13 @@ static bool
 smtp_session_tls_offered(const struct smtp_session *s)
 {
 	return !s->tls && s->srv->tls != NULL &&
-	       config_listen_tls_effective(s->srv->cfg, s->listen) == CONFIG_LISTEN_TLS_STARTTLS;
+	       config_listen_tls_effective(s->cfg, s->listen) == CONFIG_LISTEN_TLS_STARTTLS;
 }
 
 static bool
 smtp_session_auth_offered(const struct smtp_session *s)
 {
-	return s->srv->users != NULL && !s->authenticated &&
-	       (s->tls || !s->srv->cfg->auth_require_tls);
+	return s->users != NULL && !s->authenticated && (s->tls || !s->cfg->auth_require_tls);
 }
 
 /*
@@ -519,7 +521,7 @@ smtp_session_owns_sender(const struct smtp_session *s, const struct smtp_path *p
 	local_len = path->domain_off > 0 ? path->domain_off - 1 : path->len;
 	return strchr(user, '@') == NULL && local_len == ulen &&
 	       strncmp(path->addr, user, ulen) == 0 &&
-	       config_is_local_domain(s->srv->cfg, path->addr + path->domain_off,
+	       config_is_local_domain(s->cfg, path->addr + path->domain_off,
 	                              path->len - path->domain_off);
 }
 
@@ -575,7 +577,7 @@ smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	free(s->auth_user);
 	s->auth_user = NULL;
 	smtp_session_sasl_abort(s);
-	s->may_relay = policy_client_may_relay(s->srv->cfg, (struct sockaddr *)&s->peer, false);
+	s->may_relay = policy_client_may_relay(s->cfg, (struct sockaddr *)&s->peer, false);
 	smtp_session_set_state(s, SMTP_STATE_GREET);
 	filter =
 	        bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
@@ -694,7 +696,7 @@ smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 	size_t mlen = cmd->u.auth.mech_len, irlen = cmd->u.auth.initial_len;
 	bool blocked = false;
 
-	if (s->srv->users == NULL) {
+	if (s->users == NULL) {
 		smtp_session_error(s, SMTP_REPLY_NOT_IMPLEMENTED, "AUTH", 4);
 		return;
 	}
@@ -706,7 +708,7 @@ smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 		smtp_session_error(s, SMTP_REPLY_NEED_HELO, "AUTH", 4);
 		return;
 	}
-	if (!s->tls && s->srv->cfg->auth_require_tls) {
+	if (!s->tls && s->cfg->auth_require_tls) {
 		smtp_session_error(s, SMTP_REPLY_AUTH_NEEDS_TLS, "AUTH", 4);
 		return;
 	}
@@ -808,6 +810,7 @@ smtp_session_auth_done(void *arg, bool cancelled)
 	} else if (s != NULL) {
 		s->auth_job = NULL;
 	}
+	auth_users_free(job->users);
 	OPENSSL_cleanse(job, sizeof(*job));
 	free(job);
 }
@@ -825,7 +828,7 @@ smtp_session_auth_check(struct smtp_session *s, const char *user, size_t ulen, c
 		return;
 	}
 	job->s = s;
-	job->users = s->srv->users;
+	job->users = auth_users_ref(s->users); /* the session may go (and a reload) first */
 	memcpy(job->user, user, ulen);
 	job->user_len = ulen;
 	memcpy(job->pass, pass, plen);
@@ -833,6 +836,7 @@ smtp_session_auth_check(struct smtp_session *s, const char *user, size_t ulen, c
 	job->mech = mech;
 	if (worker_submit(s->srv->workers, smtp_session_auth_work, smtp_session_auth_done, job) ==
 	    -1) {
+		auth_users_free(job->users);
 		OPENSSL_cleanse(job, sizeof(*job));
 		free(job);
 		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
@@ -860,15 +864,15 @@ smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_session_set_state(s, SMTP_STATE_HELO);
 	if (s->esmtp) {
 		struct smtp_ehlo_info info = {
-			.hostname = s->srv->cfg->hostname,
-			.max_size = s->srv->cfg->max_message_size,
+			.hostname = s->cfg->hostname,
+			.max_size = s->cfg->max_message_size,
 			.starttls = smtp_session_tls_offered(s),
 			.auth_mechs = smtp_session_auth_offered(s) ? "PLAIN LOGIN" : NULL,
 			.dsn = true, /* RFC 3461: NOTIFY, ORCPT, RET, ENVID are kept and honoured */
 		};
 		n = smtp_reply_ehlo(buf, sizeof(buf), &info);
 	} else {
-		r = snprintf(buf, sizeof(buf), "250 %s\r\n", s->srv->cfg->hostname);
+		r = snprintf(buf, sizeof(buf), "250 %s\r\n", s->cfg->hostname);
 		n = r > 0 && (size_t)r < sizeof(buf) ? (size_t)r : 0;
 	}
 	if (n == 0) {
@@ -883,7 +887,7 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	const struct smtp_path *path = &cmd->u.mail.path;
 	const struct smtp_mail_params *p = &cmd->u.mail.params;
-	uint64_t max = s->srv->cfg->max_message_size;
+	uint64_t max = s->cfg->max_message_size;
 	struct smtp_tx *tx = NULL;
 	struct message *msg = NULL;
 	if (s->listen->role == CONFIG_ROLE_SUBMISSION && !s->authenticated) {
@@ -891,7 +895,7 @@ smtp_proceed_mail(struct smtp_session *s, struct smtp_cmd *cmd)
 		smtp_session_error(s, SMTP_REPLY_AUTH_REQUIRED, NULL, 0);
 		return;
 	}
-	if (s->authenticated && s->srv->cfg->auth_sender_login_match &&
+	if (s->authenticated && s->cfg->auth_sender_login_match &&
 	    !smtp_session_owns_sender(s, path)) {
 		smtp_session_error(s, SMTP_REPLY_SENDER_NOT_OWNED, NULL, 0);
 		return;
@@ -949,12 +953,12 @@ smtp_proceed_rcpt(struct smtp_session *s, struct smtp_cmd *cmd)
 		smtp_session_error(s, SMTP_REPLY_UTF8_REQUIRED, NULL, 0);
 		return;
 	}
-	if (msg->nrcpts >= s->srv->cfg->max_recipients) {
+	if (msg->nrcpts >= s->cfg->max_recipients) {
 		smtp_session_count_reject(SMTP_REPLY_TOO_MANY_RCPTS);
 		smtp_session_reply(s, SMTP_REPLY_TOO_MANY_RCPTS);
 		return;
 	}
-	if (policy_check_rcpt(s->srv->cfg, s->may_relay, path) != POLICY_ACCEPT) {
+	if (policy_check_rcpt(s->cfg, s->may_relay, path) != POLICY_ACCEPT) {
 		smtp_session_error(s, SMTP_REPLY_RELAY_DENIED, NULL, 0);
 		return;
 	}
@@ -999,7 +1003,7 @@ static void
 smtp_proceed_bdat(struct smtp_session *s, struct smtp_cmd *cmd)
 {
 	struct smtp_tx *tx = s->tx;
-	uint64_t max = s->srv->cfg->max_message_size;
+	uint64_t max = s->cfg->max_message_size;
 
 	if (s->state == SMTP_STATE_MAIL) {
 		smtp_session_bdat_discard(s, cmd->u.bdat.size, SMTP_REPLY_NEED_RCPT);
@@ -1146,7 +1150,7 @@ smtp_session_line(struct smtp_session *s, struct evbuffer *in)
 		now = time(NULL);
 		if (s->cmd_start == 0)
 			s->cmd_start = now;
-		else if (now - s->cmd_start > (time_t)s->srv->cfg->timeout_command)
+		else if (now - s->cmd_start > (time_t)s->cfg->timeout_command)
 			smtp_session_close(s, SMTP_REPLY_TIMEOUT, "timeout");
 		return 0;
 	}
@@ -1473,6 +1477,8 @@ smtp_session_free(struct smtp_session *s)
 		event_free(s->auth_timer);
 	free(s->auth_user);
 	free(s->login_user);
+	auth_users_free(s->users);
+	config_free(s->cfg);
 	smtp_session_flush_below(s->bev);
 	bufferevent_free(s->bev);
 	free(s);
@@ -1518,6 +1524,8 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 		return NULL;
 	}
 	s->srv = srv;
+	s->cfg = config_ref(srv->cfg);
+	s->users = srv->users != NULL ? auth_users_ref(srv->users) : NULL;
 	s->listen = entry;
 	s->id = ++srv->next_session_id;
 	memcpy(&s->peer, sa, salen < sizeof(s->peer) ? salen : sizeof(s->peer));
@@ -1529,7 +1537,7 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 		port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
 	}
 	inet_ntop(sa->sa_family, addr, s->peer_str, sizeof(s->peer_str));
-	s->may_relay = policy_client_may_relay(srv->cfg, sa, false);
+	s->may_relay = policy_client_may_relay(s->cfg, sa, false);
 	s->state = SMTP_STATE_GREET;
 
 	s->next = srv->sessions;
@@ -1546,7 +1554,7 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	                  smtp_session_event_cb, s);
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
 	smtp_session_set_timeouts(s, false);
-	n = snprintf(greeting, sizeof(greeting), "220 %s ESMTP petrel\r\n", srv->cfg->hostname);
+	n = snprintf(greeting, sizeof(greeting), "220 %s ESMTP petrel\r\n", s->cfg->hostname);
 	bufferevent_write(s->bev, greeting, (size_t)n);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	return s;

@@ -383,7 +383,7 @@ class Notify(SystemdCase):
         self.assertEqual(sink.next().get('RELOADING'), '1')
         ready = sink.next()
         self.assertEqual(ready.get('READY'), '1', 'READY=1 even when the reload failed')
-        self.assertIn('failed', ready.get('STATUS', ''))
+        self.assertIn('refused', ready.get('STATUS', ''))
         c = self.connect(p)
         self.assertEqual(c.greeting.code, 220, 'still serving with the old certificate')
 
@@ -519,7 +519,7 @@ class Privileges(SystemdCase):
                    % self.uid)
         os.kill(p.pid, signal.SIGHUP)
         self.assertEqual(sink.next().get('RELOADING'), '1')
-        self.assertIn('failed', sink.next().get('STATUS', ''))
+        self.assertIn('refused', sink.next().get('STATUS', ''))
         # Readable by the user's group (the documented way): the reload works.
         os.chown(key, 0, self.gid)
         os.chmod(key, 0o640)

@@ -1022,7 +1022,7 @@ class Reload(TLSTestCase):
         self.assertReply(later.ehlo(), 250)
 
         self.install(pki().cert2, pki().key2)
-        self.sighup(p, r'petrel tls reloaded certificate=')
+        self.sighup(p, r'petrel reloaded config=.* tls=yes')
         self.assertEqual(self.cn_now(p), RELOADED_NAME)
 
         r354, r = old.data(make_message(t + '-old'))     # the old session finishes its message
@@ -1040,19 +1040,19 @@ class Reload(TLSTestCase):
 
         with open(self.cert, 'w') as f:
             f.write('-----BEGIN CERTIFICATE-----\nnot a certificate\n-----END CERTIFICATE-----\n')
-        self.sighup(p, r'tls reload failed, keeping the old certificate')
+        self.sighup(p, r'petrel reload refused, the old configuration is kept: .*certificate')
         self.assertEqual(self.cn_now(p), SERVER_NAME)
 
         self.install(pki().cert2, pki().key)             # a certificate with the wrong key
-        self.sighup(p, r'tls reload failed, keeping the old certificate')
+        self.sighup(p, r'petrel reload refused, the old configuration is kept: .*certificate')
         self.assertEqual(self.cn_now(p), SERVER_NAME)
 
-        os.unlink(self.key)                              # a missing key
-        self.sighup(p, r'tls reload failed, keeping the old certificate')
+        os.unlink(self.key)                              # a missing key: the config is wrong
+        self.sighup(p, r'petrel reload refused: .*petrel\.yaml:\d+:\d+: tls\.key: cannot read')
         self.assertEqual(self.cn_now(p), SERVER_NAME)
 
         self.install(pki().cert2, pki().key2)            # repaired: the next reload takes it
-        self.sighup(p, r'petrel tls reloaded certificate=')
+        self.sighup(p, r'petrel reloaded config=.* tls=yes')
         self.assertEqual(self.cn_now(p), RELOADED_NAME)
         self.assertReply(old.cmd('NOOP'), 250, '2.0.0')
         self.assertTrue(p.alive())

@@ -2481,3 +2481,72 @@ Test(config, log_target)
 	cr_assert(strstr(errors, "t.yaml:1:13: log_target:") != NULL, "%s", errors);
 	free(errors);
 }
+
+/* ---- reload: references and what a reload keeps ---- */
+
+Test(config, references)
+{
+	struct petrel_config *cfg = test_config_ok("hostname: ref.test\n");
+
+	cr_assert_eq(cfg->refs, 1);
+	cr_assert_eq(config_ref(cfg), cfg);
+	cr_assert_eq(cfg->refs, 2);
+	config_free(cfg); /* one reference left: still readable */
+	cr_assert_str_eq(cfg->hostname, "ref.test");
+	config_free(cfg);
+	config_free(NULL);
+}
+
+Test(config, keep_fixed_nothing_changed)
+{
+	struct petrel_config *run = test_config_ok("spool: /var/a\nhostname: a.test\n");
+	struct petrel_config *fresh = test_config_ok("spool: /var/a\nhostname: b.test\n"
+	                                             "log_level: debug\n");
+	char changed[128] = "junk";
+
+	cr_assert_eq(config_keep_fixed(fresh, run, changed, sizeof(changed)), 0);
+	cr_assert_str_eq(changed, "");
+	cr_assert_str_eq(fresh->hostname, "b.test"); /* reloadable: as in the new file */
+	cr_assert_eq(fresh->log_level, CONFIG_LOG_DEBUG);
+	config_free(run);
+	config_free(fresh);
+}
+
+Test(config, keep_fixed_restores_running_values)
+{
+	struct petrel_config *run = test_config_ok("spool: /var/a\ndurability: fsync\n"
+	                                           "dns: { nameservers: [\"127.0.0.1:53\"] }\n"
+	                                           "stats: { address: \"127.0.0.1:8025\" }\n");
+	struct petrel_config *fresh =
+	        test_config_ok("spool: /var/b\ndurability: none\nlog_target: syslog\n"
+	                       "stats: { address: \"127.0.0.1:9025\" }\nhostname: c.test\n");
+	char changed[128];
+
+	cr_assert_eq(config_keep_fixed(fresh, run, changed, sizeof(changed)), 5);
+	cr_assert_str_eq(changed, "spool, dns.nameservers, stats.address, durability, log_target");
+	cr_assert_str_eq(fresh->spool, "/var/a");
+	cr_assert_eq(fresh->durability, CONFIG_DURABILITY_FSYNC);
+	cr_assert_eq(fresh->log_target, CONFIG_LOG_STDERR);
+	cr_assert_str_eq(fresh->nameservers, run->nameservers);
+	cr_assert_str_eq(fresh->stats_address, "127.0.0.1:8025");
+	cr_assert_eq(fresh->stats_addrlen, run->stats_addrlen);
+	cr_assert_eq(memcmp(&fresh->stats_addr, &run->stats_addr, run->stats_addrlen), 0);
+	cr_assert_str_eq(fresh->hostname, "c.test");
+
+	/* Applied once, nothing is left to keep. */
+	cr_assert_eq(config_keep_fixed(fresh, run, changed, sizeof(changed)), 0);
+	config_free(run);
+	config_free(fresh);
+}
+
+Test(config, keep_fixed_truncates_the_note)
+{
+	struct petrel_config *run = test_config_ok("spool: /var/a\n");
+	struct petrel_config *fresh = test_config_ok("spool: /var/bb\ndurability: none\n");
+	char changed[8];
+
+	cr_assert_eq(config_keep_fixed(fresh, run, changed, sizeof(changed)), 2);
+	cr_assert_str_eq(changed, "spool, ");
+	config_free(run);
+	config_free(fresh);
+}

@@ -35,6 +35,10 @@ struct listener *listener_new(struct event_base *base, const struct config_liste
 /* Listen (backlog LISTENER_BACKLOG) and start accepting. Returns 0, or -1 with *err. */
 int listener_start(struct listener *l, char **err);
 
+/* The entry it passes to the callback (reload: the same address in the new config). */
+const struct config_listen *listener_entry(const struct listener *l);
+void listener_set_entry(struct listener *l, const struct config_listen *entry);
+
 /* Stop accepting, close the socket. */
 void listener_free(struct listener *l);
 

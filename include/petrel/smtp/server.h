@@ -2,8 +2,10 @@
  * smtp/server.h: the inbound SMTP service: listeners, connection limits, the set of live
  * sessions, and graceful shutdown. Sessions (smtp/session.h) do the protocol.
  *
- * Owns: its listeners, the per-IP table and every session (through the session list).
- * Borrows: the config and the spool, which outlive it.
+ * Owns: its listeners, the per-IP table, every session (through the session list), and a
+ * reference to the current config and users file. Each session takes its own references when
+ * it starts, so a reload (smtp_server_prepare/commit) applies to new sessions while live ones
+ * finish on what they started with. Borrows the spool, which outlives it.
  */
 #ifndef PETREL_SMTP_SERVER_H
 #define PETREL_SMTP_SERVER_H
@@ -31,13 +33,13 @@ struct smtp_server_stats {
 
 struct smtp_server {
 	struct event_base *base;
-	const struct petrel_config *cfg; /* borrowed */
-	struct spool *spool;             /* borrowed; set before the loop runs (main.c binds the
-	                                  * listeners first, as root, then opens the spool) */
-	struct tls_server *tls;          /* borrowed, may be swapped (reload); NULL: no TLS */
-	struct auth_users *users;        /* borrowed; NULL: no AUTH */
-	struct auth_throttle *throttle;  /* borrowed; with users */
-	struct worker_pool *workers;     /* borrowed; password checks run there */
+	struct petrel_config *cfg;      /* a reference: the current config */
+	struct spool *spool;            /* borrowed; set before the loop runs (main.c binds the
+	                                 * listeners first, as root, then opens the spool) */
+	struct tls_server *tls;         /* borrowed, may be swapped (reload); NULL: no TLS */
+	struct auth_users *users;       /* a reference; NULL: no AUTH */
+	struct auth_throttle *throttle; /* borrowed; with users */
+	struct worker_pool *workers;    /* borrowed; password checks run there */
 	struct listener **listeners;
 	size_t nlisteners;
 	struct conn_table *per_ip;
@@ -50,7 +52,8 @@ struct smtp_server {
 	struct smtp_server_stats stats;
 };
 
-struct smtp_server *smtp_server_new(struct event_base *base, const struct petrel_config *cfg,
+/* Takes a reference to cfg. */
+struct smtp_server *smtp_server_new(struct event_base *base, struct petrel_config *cfg,
                                     struct spool *spool);
 
 /*
@@ -69,6 +72,24 @@ int smtp_server_start(struct smtp_server *srv, char **err);
  * from the loop, when no session is left.
  */
 void smtp_server_shutdown(struct smtp_server *srv, void (*drained)(void *arg), void *arg);
+
+/*
+ * Reload, in two steps so that nothing changes unless everything can:
+ * smtp_server_prepare() binds and listens on each `listen:` address of cfg that no listener
+ * has yet (the same family, address and port, 0 included, keeps its socket and its accepted
+ * queue); on failure it closes what it opened and returns -1 with *err (malloc'd), and nothing
+ * changed. smtp_server_commit() then makes cfg (a new reference) and users (a new reference, or
+ * NULL: AUTH off) current for the next connections, points the kept listeners at cfg's entries
+ * (their role and tls: apply to the next connections) and closes the listeners whose address
+ * is gone; sessions already running keep theirs. smtp_server_plan_free() drops a prepared plan
+ * instead (closing its new listeners).
+ */
+struct smtp_server_plan;
+int smtp_server_prepare(struct smtp_server *srv, const struct petrel_config *cfg,
+                        struct smtp_server_plan **plan, char **err);
+void smtp_server_commit(struct smtp_server *srv, struct smtp_server_plan *plan,
+                        struct petrel_config *cfg, struct auth_users *users);
+void smtp_server_plan_free(struct smtp_server_plan *plan);
 
 /* Close every session at once (421) — the end of the shutdown grace period. */
 void smtp_server_abort_all(struct smtp_server *srv);
