@@ -342,7 +342,7 @@ sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
 	if (m->npending != 0 || m->nunits != 0 || m->dsn_waits != NULL)
 		return;
 	log_info("%s removed (every recipient done)", m->msg->id);
-	spool_remove(s->spool, m->msg->id, m->journaled);
+	spool_remove(s->spool, m->msg, m->journaled);
 	sched_msg_free(s, m);
 }
 

@@ -67,6 +67,7 @@ struct spool {
 	int statefd;          /* state/ */
 	int freefd;           /* free/: finished message files kept for reuse */
 	uint32_t *free_names; /* loop thread: the files in free/ ("f<n>"), used as a stack */
+	uint64_t *free_sizes; /* their lengths */
 	size_t nfree;
 	uint32_t free_next; /* next name for a file put into free/ */
 };
@@ -197,7 +198,8 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 		goto fail;
 	what = "create free/ in";
 	if ((sp->freefd = spool_mkdirat(sp->dirfd, "free")) == -1 ||
-	    (sp->free_names = calloc(SPOOL_FREE_MAX, sizeof(*sp->free_names))) == NULL)
+	    (sp->free_names = calloc(SPOOL_FREE_MAX, sizeof(*sp->free_names))) == NULL ||
+	    (sp->free_sizes = calloc(SPOOL_FREE_MAX, sizeof(*sp->free_sizes))) == NULL)
 		goto fail;
 	what = "write to";
 	if (faccessat(sp->dirfd, "queue", W_OK, AT_EACCESS) == -1)
@@ -293,6 +295,7 @@ spool_close(struct spool *sp)
 	if (sp->freefd >= 0)
 		close(sp->freefd);
 	free(sp->free_names);
+	free(sp->free_sizes);
 	if (sp->tmpfd >= 0)
 		close(sp->tmpfd);
 	if (sp->dirfd >= 0)
@@ -398,10 +401,13 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 		return -1;
 	}
 	msg->fd = -1;
+	msg->spool_old_size = 0;
 	while (msg->fd == -1 && sp->nfree > 0) {
 		/* Reuse a finished message's file (see "File recycling" above). */
 		char name[16];
-		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_names[--sp->nfree]);
+		--sp->nfree;
+		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_names[sp->nfree]);
+		msg->spool_old_size = sp->free_sizes[sp->nfree];
 		if (renameat(sp->freefd, name, sp->tmpfd, msg->id) == 0 &&
 		    (msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CLOEXEC)) == -1)
 			unlinkat(sp->tmpfd, msg->id, 0);
@@ -475,8 +481,10 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 	job->ok = true;
 	if (spool_msg_write(sp, msg) == -1)
 		goto fail;
-	/* A recycled file may be longer than this message: cut it at what was written. */
-	if (ftruncate(msg->fd, (off_t)(msg->data_offset + msg->data_len)) == -1) {
+	/* A recycled file longer than this message is cut at what was written (only then: a
+	 * truncate costs a journaled inode update even when the length does not change). */
+	if (msg->spool_old_size > msg->data_offset + msg->data_len &&
+	    ftruncate(msg->fd, (off_t)(msg->data_offset + msg->data_len)) == -1) {
 		close(msg->fd);
 		msg->fd = -1;
 		unlinkat(sp->tmpfd, msg->id, 0);
@@ -910,8 +918,9 @@ spool_discard(struct spool *sp, const char *id)
 }
 
 void
-spool_remove(struct spool *sp, const char *id, bool has_state)
+spool_remove(struct spool *sp, const struct message *msg, bool has_state)
 {
+	const char *id = msg->id;
 	char name[16];
 
 	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
@@ -922,6 +931,7 @@ spool_remove(struct spool *sp, const char *id, bool has_state)
 	if (sp->nfree < SPOOL_FREE_MAX) {
 		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_next);
 		if (renameat(sp->queuefd, id, sp->freefd, name) == 0) {
+			sp->free_sizes[sp->nfree] = msg->data_offset + msg->data_len;
 			sp->free_names[sp->nfree++] = sp->free_next++;
 			return;
 		}

@@ -43,11 +43,13 @@ struct message {
 	size_t nrcpts;
 	size_t rcpts_alloc;
 
-	struct evbuffer *body; /* received bytes not yet written to the spool file */
-	uint64_t body_size;    /* bytes of body stored so far (wire form) */
-	int fd;                /* spool file in tmp/ while being written, else -1 */
-	uint64_t data_offset;  /* in the spool file: where the message data begins */
-	uint64_t data_len;     /* message data length (Received: header + body) */
+	struct evbuffer *body;   /* received bytes not yet written to the spool file */
+	uint64_t body_size;      /* bytes of body stored so far (wire form) */
+	int fd;                  /* spool file in tmp/ while being written, else -1 */
+	uint64_t data_offset;    /* in the spool file: where the message data begins */
+	uint64_t data_len;       /* message data length (Received: header + body) */
+	uint64_t spool_old_size; /* while being written over a recycled spool file: its old
+	                          * length (the spool cuts the file only if it was longer) */
 };
 
 /* A new, empty message with a fresh id and arrival time; NULL on allocation failure. */

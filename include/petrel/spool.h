@@ -151,7 +151,7 @@ int spool_read_state(int statefd, const char *id,
  * in free/ and written over by a later message (see spool.c, "File recycling"): call this only
  * when nobody still reads it. has_state: state/<id> was ever written (else nothing to unlink,
  * and no failing unlinkat per message). */
-void spool_remove(struct spool *sp, const char *id, bool has_state);
+void spool_remove(struct spool *sp, const struct message *msg, bool has_state);
 
 /*
  * Remove queue/<id> and state/<id> for good, never recycling the file (spool_remove may hand it

@@ -327,7 +327,7 @@ Test(spool, hook_load_state_and_remove, .init = setup, .fini = teardown)
 	cr_assert_eq(spool_state_read(sp, id, collect_line, lines), 0);
 	cr_assert_str_eq(lines, "0 delivered 1|1 deferred 1 1 61|");
 
-	spool_remove(sp, id, true);
+	spool_remove(sp, hooked, true);
 	cr_assert_eq(stat(path, &st), -1);
 	snprintf(path, sizeof(path), "%s/queue/%s", dir, id);
 	cr_assert_eq(stat(path, &st), -1);
@@ -338,43 +338,75 @@ Test(spool, hook_load_state_and_remove, .init = setup, .fini = teardown)
 	hooked = NULL;
 }
 
-/* A finished message's file is reused for the next one, cut to the new message's length. */
+/* Remove the committed message `id` as the scheduler does (with its length). */
+static void
+remove_loaded(struct spool *sp, const char *id)
+{
+	struct message *m = NULL;
+
+	cr_assert_eq(spool_load(sp, id, &m), 0);
+	spool_remove(sp, m, false);
+	message_free(m);
+}
+
+/* Commit `m` and return the inode and contents of its queue file. */
+static char *
+commit_and_read(struct spool *sp, struct message *m, char *id, ino_t *ino, size_t *len)
+{
+	struct done d = { 0 };
+	char path[512];
+	struct stat st;
+
+	snprintf(id, MESSAGE_ID_LEN + 1, "%s", m->id);
+	cr_assert_eq(spool_msg_begin(sp, m, "", 0), 0);
+	cr_assert_not_null(spool_msg_commit(sp, m, on_commit, &d));
+	event_base_dispatch(base);
+	cr_assert(d.ok);
+	snprintf(path, sizeof(path), "%s/queue/%s", dir, id);
+	cr_assert_eq(stat(path, &st), 0);
+	*ino = st.st_ino;
+	return slurp(path, len);
+}
+
+/* A finished message's file is reused for the next one, cut to the new message's length when
+ * it was longer, and written over without a cut when it was not. */
 Test(spool, removed_files_are_recycled_exactly, .init = setup, .fini = teardown)
 {
-	char *err = NULL, path[512], id2[17], *data;
+	char *err = NULL, path[512], id1[MESSAGE_ID_LEN + 1], id2[MESSAGE_ID_LEN + 1],
+	     id3[MESSAGE_ID_LEN + 1], *data;
 	struct spool *sp = spool_open(base, dir, CONFIG_DURABILITY_NONE, &err);
 	struct message *big = make_message("a long first message body that is longer\r\n");
 	struct message *small = make_message("short\r\n");
-	struct done d1 = { 0 }, d2 = { 0 };
-	struct stat st1, st2;
+	struct message *bigger = make_message("and now a message longer than the short one\r\n");
+	struct stat st;
+	ino_t ino1, ino2, ino3;
 	size_t len;
 
 	cr_assert_not_null(sp);
-	cr_assert_eq(spool_msg_begin(sp, big, "", 0), 0);
-	snprintf(path, sizeof(path), "%s/queue/%s", dir, big->id);
-	cr_assert_not_null(spool_msg_commit(sp, big, on_commit, &d1));
-	event_base_dispatch(base);
-	cr_assert(d1.ok);
-	cr_assert_eq(stat(path, &st1), 0);
-	spool_remove(sp, d1.id, false);
-	cr_assert_eq(stat(path, &st2), -1, "gone from queue/");
+	free(commit_and_read(sp, big, id1, &ino1, &len));
+	remove_loaded(sp, id1);
+	snprintf(path, sizeof(path), "%s/queue/%s", dir, id1);
+	cr_assert_eq(stat(path, &st), -1, "gone from queue/");
 	snprintf(path, sizeof(path), "%s/free/f0", dir);
-	cr_assert_eq(stat(path, &st2), 0, "kept in free/");
-	cr_assert_eq(st1.st_ino, st2.st_ino);
+	cr_assert_eq(stat(path, &st), 0, "kept in free/");
+	cr_assert_eq(st.st_ino, ino1);
 
-	snprintf(id2, sizeof(id2), "%s", small->id);
-	cr_assert_eq(spool_msg_begin(sp, small, "", 0), 0);
-	cr_assert_not_null(spool_msg_commit(sp, small, on_commit, &d2));
-	event_base_dispatch(base);
-	cr_assert(d2.ok);
-	cr_assert_eq(stat(path, &st2), -1, "taken from free/");
-	snprintf(path, sizeof(path), "%s/queue/%s", dir, id2);
-	cr_assert_eq(stat(path, &st2), 0);
-	cr_assert_eq(st1.st_ino, st2.st_ino, "the same inode, reused");
-	data = slurp(path, &len);
+	data = commit_and_read(sp, small, id2, &ino2, &len);
+	cr_assert_eq(stat(path, &st), -1, "taken from free/");
+	cr_assert_eq(ino1, ino2, "the same inode, reused");
 	cr_assert(len >= 7 && memcmp(data + len - 7, "short\r\n", 7) == 0,
 	          "cut to the new length: no tail of the old message");
 	cr_assert_null(strstr(data, "longer"));
+	free(data);
+
+	/* Longer than what the file held: written over, nothing left of the old one. */
+	remove_loaded(sp, id2);
+	data = commit_and_read(sp, bigger, id3, &ino3, &len);
+	cr_assert_eq(ino3, ino1, "the same inode again");
+	cr_assert(len >= 45 && memcmp(data + len - 45,
+	                              "and now a message longer than the short one\r\n", 45) == 0);
+	cr_assert_null(strstr(data, "short\r\n"));
+	cr_assert_null(strstr(data, id2), "nothing of the old envelope");
 	free(data);
 	spool_close(sp);
 	/* free/ is emptied at the next start */
