@@ -163,6 +163,8 @@ petrel_reload_config(struct petrel *p)
 
 	log_info("petrel SIGHUP: reloading config=%s", p->cfg->path);
 	if (config_load(p->cfg->path, &fresh, &errors) == -1) {
+		stats_registry.reload_failures++;
+		stats_registry.reload_ok = 0;
 		petrel_log_errors(errors ? errors : "out of memory\n");
 		free(errors);
 		return "reload refused: the configuration has errors, the old one is kept";
@@ -209,6 +211,8 @@ petrel_reload_config(struct petrel *p)
 	config_free(p->cfg);
 	p->cfg = fresh;
 	log_set_level((enum log_level)fresh->log_level);
+	stats_registry.reloads++;
+	stats_registry.reload_ok = 1;
 	log_info("petrel reloaded config=%s hostname=%s listeners=%zu routes=%zu tls=%s users=%zu",
 	         fresh->path, fresh->hostname, fresh->nlisten, fresh->nroutes,
 	         fresh->tls_certificate ? "yes" : "no", auth_users_count(p->srv->users));
@@ -222,6 +226,8 @@ petrel_reload_config(struct petrel *p)
 	return "configuration reloaded";
 
 fail:
+	stats_registry.reload_failures++;
+	stats_registry.reload_ok = 0;
 	log_error("petrel reload refused, the old configuration is kept: %s",
 	          err ? err : "out of memory");
 	free(err);
@@ -640,6 +646,7 @@ main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	petrel_raise_nofile();
 	p.cfg_start = config_ref(p.cfg);
+	stats_registry.reload_ok = 1;
 	rc = petrel_run(&p);
 	petrel_cleanup(&p);
 	return rc;

@@ -90,6 +90,10 @@ struct stats {
 	uint64_t delivery_attempts;               /* units attempted (one per transaction,
 	                                           * Maildir job or discard) */
 	uint64_t dns_results[STATS_DNS_STATUSES]; /* finished lookups by status */
+	uint64_t reloads;                         /* SIGHUP reloads applied */
+	uint64_t reload_failures;                 /* SIGHUP reloads refused */
+	uint64_t reload_ok;                       /* gauge: 1 unless the last reload was refused
+	                                           * (main sets it at start) */
 	struct stats_histogram hist[STATS_HIST_COUNT];
 };
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import nexthop  # noqa: E402
@@ -209,6 +210,34 @@ class Refused(ReloadCase):
         qid = self.send_one(c, 'still-old-spool')
         self.assertTrue(os.path.exists(os.path.join(old_spool, 'queue', qid)))
         self.assertFalse(os.path.exists(os.path.join(p.workdir, 'other-spool')))
+
+
+class Metrics(ReloadCase):
+
+    def test_reload_outcomes_are_counted(self):
+        port = free_port()
+        p = self.new_petrel({'stats': {'address': '127.0.0.1:%d' % port}})
+
+        def metrics():
+            with urllib.request.urlopen('http://127.0.0.1:%d/metrics' % port,
+                                        timeout=5) as r:
+                text = r.read().decode()
+            return {m.group(1): float(m.group(2)) for m in
+                    re.finditer(r'^(petrel_config_\w+) (\S+)$', text, re.M)}
+
+        self.assertEqual(metrics(), {'petrel_config_reloads_total': 0,
+                                     'petrel_config_reload_failures_total': 0,
+                                     'petrel_config_last_reload_successful': 1})
+        self.reload(p, {'hostname': 'm1.test'})
+        with open(p.config_path, 'a') as f:
+            f.write('bogus_key: 1\n')
+        self.hup(p, REFUSED)
+        self.assertEqual(metrics(), {'petrel_config_reloads_total': 1,
+                                     'petrel_config_reload_failures_total': 1,
+                                     'petrel_config_last_reload_successful': 0})
+        self.reload(p, {'hostname': 'm2.test'})
+        self.assertEqual(metrics()['petrel_config_last_reload_successful'], 1)
+        self.assertEqual(metrics()['petrel_config_reloads_total'], 2)
 
 
 class Listeners(ReloadCase):

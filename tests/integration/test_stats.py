@@ -43,6 +43,9 @@ FAMILIES = {
     'petrel_build_info': 'gauge',
     'petrel_start_time_seconds': 'gauge',
     'petrel_process_resident_memory_bytes': 'gauge',
+    'petrel_config_reloads_total': 'counter',
+    'petrel_config_reload_failures_total': 'counter',
+    'petrel_config_last_reload_successful': 'gauge',
     'petrel_connections_current': 'gauge',
     'petrel_connections_total': 'counter',
     'petrel_connections_refused_total': 'counter',
@@ -74,6 +77,7 @@ FAMILIES = {
 # with which the fixture waits for petrel to be ready.
 NONZERO_AT_START = {'petrel_build_info', 'petrel_start_time_seconds',
                     'petrel_process_resident_memory_bytes', 'petrel_connections_total',
+                    'petrel_config_last_reload_successful',
                     'petrel_loop_lag_seconds'}
 # Figures that change by themselves between two scrapes.
 MOVING = {'petrel_process_resident_memory_bytes', 'petrel_queue_oldest_age_seconds',

@@ -329,10 +329,10 @@ Test(stats, every_family_exists_at_zero)
 		else
 			cr_expect_str_eq(strrchr(line, ' '), " 0", "%s", line);
 	}
-	cr_expect_eq(types, 29, "families");
-	/* 21 single samples (build_info included) + 8 states + 8 reasons + 16 outcome x route
+	cr_expect_eq(types, 32, "families");
+	/* 24 single samples (build_info included) + 8 states + 8 reasons + 16 outcome x route
 	 * + 4 DNS failures + 4 histograms x (19 buckets + sum + count). */
-	cr_expect_eq(samples, 21 + 8 + 8 + 16 + 4 + 4 * 21, "samples");
+	cr_expect_eq(samples, 24 + 8 + 8 + 16 + 4 + 4 * 21, "samples");
 	free(text);
 }
 
@@ -360,7 +360,7 @@ Test(stats, json_parses_and_matches)
 	        "assert len(b) == 19 and b[0] == ('0.0005', 2) and b[-1] == ('+Inf', 4), b\n"
 	        "assert all(b[i][1] <= b[i + 1][1] for i in range(len(b) - 1)), b\n"
 	        "assert j['petrel_loop_lag_seconds']['count'] == 0\n"
-	        "assert len(j) == 29, len(j)\n";
+	        "assert len(j) == 32, len(j)\n";
 	char script[] = "/tmp/petrel-test-stats-XXXXXX", cmd[128];
 	struct stats_snapshot snap;
 	char *text;
