@@ -289,7 +289,7 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	m->npending = (unsigned)msg->nrcpts;
 	m->priority = scheduler_priority(s->cfg, msg);
 	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->cfg->max_lifetime) * 1000u;
-	m->loop = sched_count_hops(s, msg) > SCHED_HOPS_MAX;
+	m->loop = (msg->hops ? msg->hops : sched_count_hops(s, msg)) > SCHED_HOPS_MAX;
 	m->next = s->msgs;
 	if (s->msgs)
 		s->msgs->prev = m;

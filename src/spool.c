@@ -61,6 +61,7 @@ struct spool {
 	struct spool_job *done, **done_tail;       /* under lock: back to the loop */
 	int wake[2];                               /* thread → loop */
 	struct event *wake_ev;
+	struct event *done_ev;    /* durability none: commits finished on the loop itself */
 	struct spool_stats stats; /* loop thread only */
 	spool_queue_hook hook;    /* takes every committed message */
 	void *hook_arg;
@@ -82,6 +83,7 @@ struct spool {
 #define SPOOL_FREE_MAX 4096
 
 static void spool_wake_cb(evutil_socket_t fd, short what, void *arg);
+static void spool_done_cb(evutil_socket_t fd, short what, void *arg);
 static void *spool_sync_main(void *arg);
 
 static int
@@ -211,7 +213,8 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 		goto fail;
 	if ((sp->wake_ev = event_new(base, sp->wake[0], EV_READ | EV_PERSIST, spool_wake_cb, sp)) ==
 	            NULL ||
-	    event_add(sp->wake_ev, NULL) == -1)
+	    event_add(sp->wake_ev, NULL) == -1 ||
+	    (sp->done_ev = event_new(base, -1, 0, spool_done_cb, sp)) == NULL)
 		goto fail;
 	what = "start the sync thread of";
 	if (durability == CONFIG_DURABILITY_FSYNC) {
@@ -259,6 +262,12 @@ spool_run_done(struct spool *sp)
 }
 
 static void
+spool_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	spool_run_done(arg);
+}
+
+static void
 spool_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct spool *sp = arg;
@@ -284,6 +293,8 @@ spool_close(struct spool *sp)
 	spool_run_done(sp);
 	if (sp->wake_ev)
 		event_free(sp->wake_ev);
+	if (sp->done_ev)
+		event_free(sp->done_ev);
 	if (sp->wake[0] >= 0)
 		close(sp->wake[0]);
 	if (sp->wake[1] >= 0)
@@ -505,7 +516,13 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 			unlinkat(sp->tmpfd, job->id, 0);
 			job->ok = false;
 		}
-		spool_post_done(sp, job, &job->next);
+		/* Done on the loop thread: its callback runs from the loop (never inside the
+		 * caller's), without a write to the thread's pipe. */
+		pthread_mutex_lock(&sp->lock);
+		*sp->done_tail = job;
+		sp->done_tail = &job->next;
+		pthread_mutex_unlock(&sp->lock);
+		event_active(sp->done_ev, 0, 0);
 		return job;
 	}
 	pthread_mutex_lock(&sp->lock);

@@ -48,6 +48,8 @@ struct message {
 	int fd;                  /* spool file in tmp/ while being written, else -1 */
 	uint64_t data_offset;    /* in the spool file: where the message data begins */
 	uint64_t data_len;       /* message data length (Received: header + body) */
+	unsigned hops;           /* Received: fields in the data (ours included), counted as it
+	                          * arrived; 0: not known (read from the spool file) */
 	uint64_t spool_old_size; /* while being written over a recycled spool file: its old
 	                          * length (the spool cuts the file only if it was longer) */
 };

@@ -9,6 +9,7 @@
 #include "petrel/smtp/body.h"
 
 #include <string.h>
+#include <strings.h>
 
 void
 body_scan_init(struct body_scan *s, bool bdat)
@@ -52,6 +53,13 @@ body_scan_eol(struct body_scan *s)
 		s->errors |= BODY_ERR_LINE_TOO_LONG;
 	if (!s->bdat && s->first == '.' && content > 1)
 		s->stuffed++;
+	if (!s->in_body) {
+		if (content == 0)
+			s->in_body = true;
+		else if (content >= sizeof(s->head) &&
+		         strncasecmp(s->head, "Received:", sizeof(s->head)) == 0)
+			s->received++;
+	}
 	if (!s->bdat && dot && stray_cr == 0) {
 		if (!crlf)
 			res = BODY_SCAN_BARE_DOT;
@@ -89,6 +97,10 @@ body_scan_feed(struct body_scan *s, const char *p, size_t n, enum body_scan_resu
 				s->crs++;
 			if (s->line_len == 0)
 				s->first = p[i];
+			if (!s->in_body && s->line_len < sizeof(s->head)) {
+				size_t k = sizeof(s->head) - (size_t)s->line_len;
+				memcpy(s->head + s->line_len, p + i, k < end - i ? k : end - i);
+			}
 			s->last = p[end - 1];
 			s->line_len += end - i;
 		}

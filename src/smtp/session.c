@@ -378,7 +378,8 @@ smtp_tx_finish(struct smtp_session *s)
 	         (unsigned long long)s->id, msg->id, msg->from, msg->nrcpts,
 	         (unsigned long long)msg->body_size);
 	s->srv->stats.bytes += msg->body_size;
-	tx->msg = NULL; /* the spool owns it now, even if the commit fails */
+	msg->hops = tx->scan.received + 1; /* and ours, prepended */
+	tx->msg = NULL;                    /* the spool owns it now, even if the commit fails */
 	free(s->tx);
 	s->tx = NULL;
 	smtp_session_set_state(s, SMTP_STATE_WAIT);

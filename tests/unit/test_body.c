@@ -12,6 +12,7 @@ struct outcome {
 	enum body_scan_result res; /* last event (MORE if none) */
 	size_t consumed;           /* bytes consumed up to and including the event */
 	unsigned errors;
+	unsigned received; /* Received: fields counted in the header section */
 };
 
 /* Feed `in` split at the given cut points; stop at the first event. */
@@ -19,7 +20,7 @@ static struct outcome
 scan_split(const char *in, size_t len, bool bdat, const size_t *cuts, size_t ncuts)
 {
 	struct body_scan s;
-	struct outcome o = { BODY_SCAN_MORE, 0, 0 };
+	struct outcome o = { BODY_SCAN_MORE, 0, 0, 0 };
 	size_t start = 0, k;
 
 	body_scan_init(&s, bdat);
@@ -33,6 +34,7 @@ scan_split(const char *in, size_t len, bool bdat, const size_t *cuts, size_t ncu
 				o.res = res;
 				o.consumed = start;
 				o.errors = s.errors;
+				o.received = s.received;
 				return o;
 			}
 			cr_assert_eq(start, end, "MORE must consume everything");
@@ -40,6 +42,7 @@ scan_split(const char *in, size_t len, bool bdat, const size_t *cuts, size_t ncu
 	}
 	o.consumed = start;
 	o.errors = s.errors;
+	o.received = s.received;
 	return o;
 }
 
@@ -264,4 +267,36 @@ Test(body, stuffed_dots_counted)
 	cr_assert_eq(body_scan_feed(&s, in, strlen(in), &res), strlen(in));
 	cr_assert_eq(res, BODY_SCAN_END);
 	cr_assert_eq(s.stuffed, 2, "'..a' and '...' carry a stuffing dot; '.' ends");
+}
+
+/* The Received: fields of the header section, under every split into one, two, three pieces. */
+static void
+check_received(const char *in, unsigned want)
+{
+	size_t len = strlen(in), a, b;
+	struct outcome o;
+
+	o = scan_split(in, len, false, NULL, 0);
+	cr_assert_eq(o.res, BODY_SCAN_END, "%s", in);
+	cr_assert_eq(o.received, want, "whole: %u want %u for %s", o.received, want, in);
+	for (a = 0; a <= len; a++)
+		for (b = a; b <= len; b++) {
+			size_t cuts[2] = { a, b };
+			o = scan_split(in, len, false, cuts, 2);
+			cr_assert_eq(o.received, want, "split at %zu,%zu: %u want %u for %s", a, b,
+			             o.received, want, in);
+		}
+}
+
+Test(body, received_fields_in_the_header_section)
+{
+	check_received("Received: from a\r\nreceived: from b\r\n\tby c\r\nSubject: x\r\n\r\n"
+	               "Received: in the body\r\n.\r\n",
+	               2);
+	check_received("RECEIVED:x\r\nReceived:\r\n\r\n.\r\n", 2);
+	check_received(
+	        "X-Received: no\r\nReceivedX: no\r\n Received: folded\r\nReceiv\r\n\r\n.\r\n", 0);
+	check_received("Received: no body follows\r\n.\r\n", 1);
+	check_received("\r\nReceived: after an empty first line is body\r\n.\r\n", 0);
+	check_received(".\r\n", 0);
 }

@@ -51,6 +51,10 @@ struct body_scan {
 	uint64_t total;    /* octets consumed in all */
 	uint64_t stuffed;  /* DATA: lines that carried a stuffing dot (RFC 1870 does not count them)
 	                    */
+	bool in_body;      /* past the header section (its first empty line) */
+	unsigned received; /* "Received:" fields in the header section (loop detection, RFC 5321
+	                    * §6.3: counted as the data passes, so the queue need not read it) */
+	char head[9];      /* the current line's first octets, while in the header section */
 };
 
 void body_scan_init(struct body_scan *s, bool bdat);
