@@ -64,6 +64,7 @@ message_new(void)
 	message_id_new(msg->id, &msg->arrival);
 	msg->protocol = "ESMTP";
 	msg->fd = -1;
+	msg->spool_free = -1;
 	return msg;
 }
 

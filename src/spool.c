@@ -37,7 +37,9 @@ struct spool_job {
 	struct spool_job *next;
 	struct message *msg; /* the committed envelope, for the queue hook; NULL for syncs */
 	char id[MESSAGE_ID_LEN + 1];
-	spool_commit_cb cb; /* NULL once cancelled */
+	int workfd;                    /* where the file was written: tmp/ or free/ */
+	char work[MESSAGE_ID_LEN + 1]; /* its name there (the id, or "f<n>") */
+	spool_commit_cb cb;            /* NULL once cancelled */
 	void *arg;
 	bool ok;
 	bool batch_head;  /* the first job of a sync batch: carries the batch's time */
@@ -77,8 +79,10 @@ struct spool {
  * File recycling. Creating and deleting a file per message costs an inode allocation and a
  * free every time; on ext4 the allocator then walks past every recently freed inode, which
  * grew to most of the CPU time under load (see bench/RESULTS.md). A finished message's file
- * is therefore renamed into free/ and the next message is written over it (then cut to its
- * length) instead. free/ holds no mail: it is emptied at start-up.
+ * is therefore renamed into free/ and the next message is written over it where it is (cut to
+ * its length if the old one was longer), then renamed into queue/ at the commit: two renames
+ * per message and no inode allocated. free/ holds no acknowledged mail: it is emptied at
+ * start-up.
  */
 #define SPOOL_FREE_MAX 4096
 
@@ -396,6 +400,30 @@ spool_envelope(struct evbuffer *env, const struct message *msg)
 	return r ? -1 : 0;
 }
 
+/* Where msg's file is while it is written: free/f<n> (recycled) or tmp/<id>. */
+static void
+spool_work_name(const struct spool *sp, const struct message *msg, int *dirfd, char *name,
+                size_t size)
+{
+	if (msg->spool_free >= 0) {
+		*dirfd = sp->freefd;
+		snprintf(name, size, "f%" PRIu32, (uint32_t)msg->spool_free);
+	} else {
+		*dirfd = sp->tmpfd;
+		snprintf(name, size, "%s", msg->id);
+	}
+}
+
+static void
+spool_unlink_work(const struct spool *sp, const struct message *msg)
+{
+	char name[MESSAGE_ID_LEN + 1];
+	int dirfd;
+
+	spool_work_name(sp, msg, &dirfd, name, sizeof(name));
+	unlinkat(dirfd, name, 0);
+}
+
 int
 spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen)
 {
@@ -413,15 +441,19 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 	}
 	msg->fd = -1;
 	msg->spool_old_size = 0;
+	msg->spool_free = -1;
 	while (msg->fd == -1 && sp->nfree > 0) {
-		/* Reuse a finished message's file (see "File recycling" above). */
+		/* Reuse a finished message's file where it is (see "File recycling" above): the
+		 * commit renames it into queue/ as it does a new file from tmp/. */
 		char name[16];
 		--sp->nfree;
 		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_names[sp->nfree]);
+		if ((msg->fd = openat(sp->freefd, name, O_WRONLY | O_CLOEXEC)) == -1) {
+			unlinkat(sp->freefd, name, 0);
+			continue;
+		}
+		msg->spool_free = sp->free_names[sp->nfree];
 		msg->spool_old_size = sp->free_sizes[sp->nfree];
-		if (renameat(sp->freefd, name, sp->tmpfd, msg->id) == 0 &&
-		    (msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CLOEXEC)) == -1)
-			unlinkat(sp->tmpfd, msg->id, 0);
 	}
 	if (msg->fd == -1)
 		msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -437,7 +469,7 @@ fail:
 	if (msg->fd >= 0) {
 		close(msg->fd);
 		msg->fd = -1;
-		unlinkat(sp->tmpfd, msg->id, 0);
+		spool_unlink_work(sp, msg);
 	}
 	errno = saved;
 	return -1;
@@ -462,7 +494,7 @@ spool_msg_abort(struct spool *sp, struct message *msg)
 	if (msg->fd >= 0) {
 		close(msg->fd);
 		msg->fd = -1;
-		unlinkat(sp->tmpfd, msg->id, 0);
+		spool_unlink_work(sp, msg);
 	}
 	message_free(msg);
 }
@@ -490,6 +522,7 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 	job->cb = cb;
 	job->arg = arg;
 	job->ok = true;
+	spool_work_name(sp, msg, &job->workfd, job->work, sizeof(job->work));
 	if (spool_msg_write(sp, msg) == -1)
 		goto fail;
 	/* A recycled file longer than this message is cut at what was written (only then: a
@@ -498,22 +531,22 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 	    ftruncate(msg->fd, (off_t)(msg->data_offset + msg->data_len)) == -1) {
 		close(msg->fd);
 		msg->fd = -1;
-		unlinkat(sp->tmpfd, msg->id, 0);
+		spool_unlink_work(sp, msg);
 		goto fail;
 	}
 	if (close(msg->fd) == -1) {
 		msg->fd = -1;
-		unlinkat(sp->tmpfd, msg->id, 0);
+		spool_unlink_work(sp, msg);
 		goto fail;
 	}
 	msg->fd = -1;
 	job->msg = msg;
 
 	if (sp->durability == CONFIG_DURABILITY_NONE) {
-		if (renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
+		if (renameat(job->workfd, job->work, sp->queuefd, job->id) == -1) {
 			log_error("spool rename failed id=%s error=\"%s\"", job->id,
 			          strerror(errno));
-			unlinkat(sp->tmpfd, job->id, 0);
+			unlinkat(job->workfd, job->work, 0);
 			job->ok = false;
 		}
 		/* Done on the loop thread: its callback runs from the loop (never inside the
@@ -586,13 +619,14 @@ spool_sync_main(void *arg)
 		for (job = batch; job != NULL; job = job->next) {
 			if (job->msg == NULL)
 				continue; /* a sync-only job: the syncfs was all it needed */
-			if (job->ok && renameat(sp->tmpfd, job->id, sp->queuefd, job->id) == -1) {
+			if (job->ok &&
+			    renameat(job->workfd, job->work, sp->queuefd, job->id) == -1) {
 				log_error("spool rename failed id=%s error=\"%s\"", job->id,
 				          strerror(errno));
 				job->ok = false;
 			}
 			if (!job->ok)
-				unlinkat(sp->tmpfd, job->id, 0);
+				unlinkat(job->workfd, job->work, 0);
 		}
 		if (fsync(sp->queuefd) == -1) {
 			/* The renames may not survive a crash: take the files back out, fail them.

@@ -4,6 +4,9 @@
  * Layout under the spool directory:
  *   tmp/<id>     a message being received or waiting for its sync; never delivered, removed at
  *                start-up (its client never got a 250)
+ *   free/f<n>    a finished message's file kept to be written over by a later message (no
+ *                inode allocated per message), or such a message being received in it; emptied
+ *                at start-up like tmp/
  *   queue/<id>   a committed message: the file is synced and its directory entry too
  *   state/<id>   the message's per-recipient journal (spool_state_append, below)
  *   control.sock the running daemon's control socket (control.h), removed when it exits
@@ -27,7 +30,8 @@
  *   ".\r\n", starting with petrel's Received: header. BDAT content is stored in the same
  *   form (stuffed at the edge), so relaying sends the file as it is.
  *
- * Durability (durability: fsync): the file is written in tmp/ from the body chain with
+ * Durability (durability: fsync): the file is written in tmp/ (or over a file in free/) from
+ * the body chain with
  * writev(), then a helper thread that does nothing but sync commits whole batches at once
  * (group commit): one syncfs(2) for all the files of the batch, rename(2) of each into queue/,
  * one fsync(2) of queue/. Only then does the loop hear "committed" and the session send 250.
@@ -60,7 +64,8 @@ struct spool *spool_open(struct event_base *base, const char *dir,
 void spool_close(struct spool *sp);
 
 /*
- * Write the envelope and `header` (the Received: line) for msg into tmp/<id>. Keeps the file
+ * Write the envelope and `header` (the Received: line) for msg into tmp/<id> or a recycled
+ * free/f<n>. Keeps the file
  * open in msg-private state inside the spool; returns 0 or -1 (errno set).
  */
 int spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen);
