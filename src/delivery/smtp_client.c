@@ -7,11 +7,15 @@
  * PIPELINING all of it is written at once and the replies are matched by their position
  * (cmds_replied); without it each reply releases the next command.
  *
- * Security comes first on a new connection: banner, EHLO, STARTTLS and EHLO again (the filter
- * replaces the plain bufferevent, RFC 3207 §4.2: the first EHLO's answer is forgotten), AUTH,
- * then transactions. smtp_client_secure() is where that order lives.
+ * Security comes first on a new connection: banner, EHLO, STARTTLS and EHLO again (the stream
+ * becomes a TLS filter over the socket, RFC 3207 §4.2: the first EHLO's answer is forgotten),
+ * AUTH, then transactions. smtp_client_secure() is where that order lives.
  *
- * Owns: its bufferevent (and socket), its copy of the targets. Borrows the transaction from the
+ * I/O goes through a net/stream: commands queued while handling a read (or by the owner's
+ * smtp_client_send) leave in one write when that call ends (smtp_client_flush), the body with
+ * sendfile; nothing is armed for writing unless the server's socket buffer is full.
+ *
+ * Owns: its stream (and socket), its copy of the targets. Borrows the transaction from the
  * owner between smtp_client_new/_send and TXN_DONE; takes the spool fd when it sends the body.
  * Freeing happens in one place, smtp_client_free(), called after the CLOSED callback, and only
  * from the top of a libevent callback (never inside the owner's call into this module).
@@ -31,8 +35,6 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -41,6 +43,7 @@
 
 #include "petrel/auth.h"
 #include "petrel/log.h"
+#include "petrel/net/stream.h"
 #include "petrel/tls.h"
 
 #define SMTP_CLIENT_LINE_MAX  2048        /* a reply line we read at the most */
@@ -71,8 +74,9 @@ struct smtp_client {
 	struct smtp_target *targets;
 	bool *plain_only; /* per target: TLS failed there (OPPORTUNISTIC): plain from now on */
 	size_t ntargets;
-	size_t cur;              /* target being tried */
-	struct bufferevent *bev; /* the socket's, or the TLS filter over it (which owns it) */
+	size_t cur;        /* target being tried */
+	struct stream st;  /* the connection (plain, or a TLS filter over the socket) */
+	unsigned conn_gen; /* bumped when st is replaced: reconnection, STARTTLS */
 	enum smtp_client_state state;
 	smtp_client_cb cb;
 	void *arg;
@@ -85,7 +89,7 @@ struct smtp_client {
 	bool started; /* the deferred start has run */
 
 	/* This connection. */
-	bool tls_active;   /* the handshake is done: c->bev is the filter */
+	bool tls_active;   /* the handshake is done: c->st is in TLS mode */
 	bool tls_tried;    /* STARTTLS was sent (and refused, with OPPORTUNISTIC) */
 	bool authed;       /* AUTH succeeded */
 	char tls_desc[64]; /* tls_describe() of the session, "" when plain */
@@ -122,8 +126,8 @@ static void smtp_client_finish_txn(struct smtp_client *c, bool rset);
 static void smtp_client_start_txn(struct smtp_client *c);
 static void smtp_client_send_next(struct smtp_client *c);
 static void smtp_client_secure(struct smtp_client *c);
-static void smtp_client_read_cb(struct bufferevent *bev, void *arg);
-static void smtp_client_event_cb(struct bufferevent *bev, short what, void *arg);
+static void smtp_client_read_cb(struct stream *st, void *arg);
+static void smtp_client_event_cb(struct stream *st, short what, void *arg);
 
 /* ---- replies ---- */
 
@@ -214,7 +218,7 @@ smtp_client_printf(struct smtp_client *c, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(bufferevent_get_output(c->bev), fmt, ap);
+	evbuffer_add_vprintf(stream_output(&c->st), fmt, ap);
 	va_end(ap);
 }
 
@@ -223,7 +227,15 @@ smtp_client_set_timeout(struct smtp_client *c, unsigned seconds)
 {
 	struct timeval tv = { seconds, 0 };
 
-	bufferevent_set_timeouts(c->bev, &tv, &tv);
+	stream_set_timeouts(&c->st, &tv, &tv);
+}
+
+/* Send what was queued; a failure comes back as an event from the loop. */
+static void
+smtp_client_flush(struct smtp_client *c)
+{
+	if (stream_is_open(&c->st))
+		stream_flush(&c->st);
 }
 
 /* ---- life cycle ---- */
@@ -231,8 +243,7 @@ smtp_client_set_timeout(struct smtp_client *c, unsigned seconds)
 static void
 smtp_client_free(struct smtp_client *c)
 {
-	if (c->bev)
-		bufferevent_free(c->bev);
+	stream_close(&c->st);
 	if (c->timer)
 		event_free(c->timer);
 	free(c->plain_only);
@@ -246,10 +257,7 @@ static void
 smtp_client_die(struct smtp_client *c)
 {
 	c->state = SC_DEAD;
-	if (c->bev) {
-		bufferevent_free(c->bev);
-		c->bev = NULL;
-	}
+	stream_close(&c->st);
 	c->cb(c->arg, c, SMTP_CLIENT_CLOSED, NULL);
 	if (!c->reading)
 		smtp_client_free(c);
@@ -288,11 +296,12 @@ smtp_client_timer_cb(evutil_socket_t fd, short what, void *arg)
 		smtp_client_connect_next(c);
 		return;
 	}
-	if (c->state == SC_IDLE && c->bev != NULL) {
+	if (c->state == SC_IDLE && stream_is_open(&c->st)) {
 		/* Idle long enough, or asked to close: say goodbye; the reply (or EOF) ends it. */
 		c->state = SC_QUIT;
 		smtp_client_set_timeout(c, 10);
 		smtp_client_printf(c, "QUIT\r\n");
+		smtp_client_flush(c);
 		return;
 	}
 	if (c->close_requested && c->state != SC_QUIT) {
@@ -440,7 +449,7 @@ static void
 smtp_client_send_body(struct smtp_client *c)
 {
 	struct smtp_txn *txn = c->txn;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = stream_output(&c->st);
 
 	c->state = SC_BODY;
 	smtp_client_set_timeout(c, c->cfg.data_timeout);
@@ -648,8 +657,8 @@ smtp_client_tls_failed(struct smtp_client *c, const char *why)
 static void
 smtp_client_tls_why(struct smtp_client *c, short what, char *buf, size_t size)
 {
-	SSL *ssl = c->state == SC_HANDSHAKE ? bufferevent_openssl_get_ssl(c->bev) : NULL;
-	unsigned long e = ssl ? bufferevent_get_openssl_error(c->bev) : 0;
+	SSL *ssl = c->state == SC_HANDSHAKE ? stream_ssl(&c->st) : NULL;
+	unsigned long e = ssl ? stream_ssl_error(&c->st) : 0;
 	long vr = ssl && c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE ? SSL_get_verify_result(ssl)
 	                                                       : X509_V_OK;
 	const char *io = what & BEV_EVENT_TIMEOUT ? "timeout"
@@ -671,17 +680,16 @@ smtp_client_tls_why(struct smtp_client *c, short what, char *buf, size_t size)
 	ERR_clear_error();
 }
 
-/* 220 to STARTTLS: put the TLS filter over the plain bufferevent and shake hands. */
+/* 220 to STARTTLS: put a TLS filter over the socket and shake hands. */
 static void
 smtp_client_start_tls(struct smtp_client *c)
 {
 	const struct smtp_target *t = &c->targets[c->cur];
 	bool verify = c->cfg.tls == SMTP_CLIENT_TLS_REQUIRE;
-	struct bufferevent *filter;
 	char ebuf[160], why[200];
 	SSL *ssl;
 
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) != 0) {
+	if (evbuffer_get_length(stream_input(&c->st)) != 0) {
 		/* Plain bytes after the 220 would pass for TLS-protected ones (RFC 3207 §6). */
 		smtp_client_tls_failed(c, "the server sent more after its 220 to STARTTLS");
 		return;
@@ -691,30 +699,24 @@ smtp_client_start_tls(struct smtp_client *c)
 		smtp_client_tls_failed(c, why);
 		return;
 	}
-	/* The filter keeps its own timeouts; the socket's would fire under it. */
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
-	filter = bufferevent_openssl_filter_new(c->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
-	                                        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (filter == NULL) {
-		SSL_free(ssl);
+	/* The stream takes the SSL (and frees it on failure). */
+	if (stream_start_tls(&c->st, ssl, BUFFEREVENT_SSL_CONNECTING) == -1) {
 		smtp_client_tls_failed(c, "no TLS filter (out of memory)");
 		return;
 	}
-	/* From here the filter owns the plain bufferevent, and we own the filter. SMTP frames its
-	 * own data: a close without close_notify is an EOF, not an attack on the message. */
-	c->bev = filter;
+	/* SMTP frames its own data: a close without close_notify is an EOF, not an attack on the
+	 * message. The filter keeps its own timeouts (nothing is left under it). */
+	c->conn_gen++;
 	c->state = SC_HANDSHAKE;
-	bufferevent_openssl_set_allow_dirty_shutdown(filter, 1);
-	bufferevent_setcb(filter, smtp_client_read_cb, NULL, smtp_client_event_cb, c);
+	stream_ssl_allow_dirty_shutdown(&c->st);
 	smtp_client_set_timeout(c, c->cfg.command_timeout);
-	bufferevent_enable(filter, EV_READ | EV_WRITE);
 }
 
 /* The handshake is done (and with REQUIRE the certificate verified): EHLO again. */
 static void
 smtp_client_tls_ready(struct smtp_client *c)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	SSL *ssl = stream_ssl(&c->st);
 
 	c->tls_active = true;
 	if (ssl != NULL)
@@ -934,7 +936,7 @@ smtp_client_reply(struct smtp_client *c)
 	}
 }
 
-/* ---- libevent callbacks ---- */
+/* ---- stream callbacks ---- */
 
 /* Is the client before its first transaction on this connection (a failure there is the
  * target's, and the next target may do better)? */
@@ -957,17 +959,18 @@ smtp_client_greeting_state(enum smtp_client_state st)
 	}
 }
 
-/* Every complete reply in the input, each to its state. Stops when the bufferevent changes
+/* Every complete reply in the input, each to its state. Stops when the connection changes
  * (STARTTLS put a filter over it, or a reconnection replaced it) or the client died. */
 static void
-smtp_client_read_replies(struct smtp_client *c, struct bufferevent *bev)
+smtp_client_read_replies(struct smtp_client *c)
 {
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = stream_input(&c->st);
+	unsigned gen = c->conn_gen;
 	char line[SMTP_CLIENT_LINE_MAX];
 	struct evbuffer_ptr eol;
 	size_t eol_len, len;
 
-	while (c->state != SC_DEAD && c->bev == bev) {
+	while (c->state != SC_DEAD && c->conn_gen == gen) {
 		const char *text;
 		size_t text_len;
 		unsigned code;
@@ -1022,19 +1025,22 @@ protocol_error:
 }
 
 static void
-smtp_client_read_cb(struct bufferevent *bev, void *arg)
+smtp_client_read_cb(struct stream *st, void *arg)
 {
 	struct smtp_client *c = arg;
 
 	c->reading = true;
-	smtp_client_read_replies(c, bev);
+	smtp_client_read_replies(c);
 	c->reading = false;
-	if (c->state == SC_DEAD)
+	if (c->state == SC_DEAD) {
 		smtp_client_free(c); /* smtp_client_die left it to us */
+		return;
+	}
+	smtp_client_flush(c); /* every command the replies called for, in one write */
 }
 
 static void
-smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
+smtp_client_event_cb(struct stream *st, short what, void *arg)
 {
 	struct smtp_client *c = arg;
 	char why[200], ebuf[160];
@@ -1049,13 +1055,12 @@ smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 
 		/* Commands and the body's last ".\r\n" are small writes: without this, Nagle
 		 * waits for the peer's delayed ACK (40 ms) on every transaction. */
-		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		setsockopt(stream_fd(st), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		c->state = SC_BANNER;
 		c->reply_code = 0;
 		c->reply_bytes = 0;
 		smtp_client_set_remote(c);
 		smtp_client_set_timeout(c, c->cfg.command_timeout);
-		bufferevent_enable(bev, EV_READ | EV_WRITE);
 		return;
 	}
 	if (c->state == SC_STARTTLS || c->state == SC_HANDSHAKE) {
@@ -1067,7 +1072,7 @@ smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 		snprintf(why, sizeof(why), "timeout");
 	else if (what & BEV_EVENT_EOF)
 		snprintf(why, sizeof(why), "connection closed by the server");
-	else if (c->tls_active && (e = bufferevent_get_openssl_error(bev)) != 0)
+	else if (c->tls_active && (e = stream_ssl_error(st)) != 0)
 		snprintf(why, sizeof(why), "%s", (ERR_error_string_n(e, ebuf, sizeof(ebuf)), ebuf));
 	else
 		snprintf(why, sizeof(why), "%s",
@@ -1097,31 +1102,23 @@ smtp_client_event_cb(struct bufferevent *bev, short what, void *arg)
 static void
 smtp_client_connect_next(struct smtp_client *c)
 {
-	if (c->bev) {
-		bufferevent_free(c->bev);
-		c->bev = NULL;
-	}
+	stream_close(&c->st);
 	c->tls_active = c->tls_tried = c->authed = false;
 	c->tls_desc[0] = '\0';
 	c->remote[0] = '\0';
 	while (c->cur < c->ntargets) {
 		const struct smtp_target *t = &c->targets[c->cur];
 
+		struct timeval tv = { c->cfg.connect_timeout, 0 };
+
 		c->state = SC_CONNECTING;
-		c->bev = bufferevent_socket_new(c->base, -1, BEV_OPT_CLOSE_ON_FREE);
-		if (c->bev == NULL)
-			break;
-		bufferevent_setcb(c->bev, smtp_client_read_cb, NULL, smtp_client_event_cb, c);
-		smtp_client_set_timeout(c, c->cfg.connect_timeout);
-		bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+		c->conn_gen++;
 		/* 0 also when the connection was refused at once: the event callback hears of it
 		 * from the loop and moves on. */
-		if (bufferevent_socket_connect(c->bev, (const struct sockaddr *)&t->addr,
-		                               (int)t->addrlen) == 0)
+		if (stream_connect(&c->st, c->base, (const struct sockaddr *)&t->addr, t->addrlen,
+		                   &tv, smtp_client_read_cb, NULL, smtp_client_event_cb, c) == 0)
 			return;
 		smtp_client_log_target_failure(c, "4.4.1", strerror(errno));
-		bufferevent_free(c->bev);
-		c->bev = NULL;
 		c->cur++;
 	}
 	if (c->error[0] == '\0')
@@ -1182,6 +1179,7 @@ smtp_client_send(struct smtp_client *c, struct smtp_txn *txn)
 		return -1;
 	c->txn = txn;
 	smtp_client_start_txn(c);
+	smtp_client_flush(c);
 	return 0;
 }
 

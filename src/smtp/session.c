@@ -1,21 +1,23 @@
 /*
  * smtp/session.c: one inbound SMTP connection (RFC 5321) and its state machine.
  *
- * Owns: the bufferevent (and so the socket), the current transaction (struct smtp_tx with its
+ * Owns: the stream (and so the socket), the current transaction (struct smtp_tx with its
  * message) until the spool takes the message, the HELO name, and references to the config and
  * users file current when it started (a reload does not change a live session). Borrows the
  * spool from the server.
  *
  * Start reading at smtp_session_process(): the pipelining loop. While a complete command (or
  * body bytes) is buffered and the session is not waiting, it handles the next one and appends
- * the reply to the output chain; libevent writes all replies of one read in one go. A spool
- * commit is asynchronous: the session enters WAIT, keeps the rest of the input where it is,
- * and smtp_session_committed() resumes the loop, so replies always leave in command order.
+ * the reply to the output chain; smtp_session_settle(), at the end of the callback, writes all
+ * replies of one read in one go. A spool commit is asynchronous: the session enters WAIT, stops
+ * reading (no system call: net/stream.h), keeps the rest of the input where it is, and
+ * smtp_session_committed() resumes the loop, so replies always leave in command order.
  *
- * Freeing: a session is freed only from the top of a libevent callback (read, write, event,
- * spool completion), never inside the loop: smtp_session_close() queues the last reply and sets
- * CLOSING; the write callback frees once the reply is out; smtp_session_settle() frees at once
- * when there is nothing left to write. After a call to settle or free, the session is gone.
+ * Freeing: a session is freed only from the top of a callback (read, write, event, spool
+ * completion, timer), never inside the loop: smtp_session_close() queues the last reply and
+ * sets CLOSING; smtp_session_settle() sends it and frees at once when nothing is left to write,
+ * else the stream's drained callback frees once the reply is out. Every callback ends with
+ * settle (or free). After a call to settle or free, the session is gone.
  */
 #include "petrel/smtp/session.h"
 
@@ -32,6 +34,7 @@
 #include "petrel/log.h"
 #include "petrel/message.h"
 #include "petrel/net/conn_table.h"
+#include "petrel/net/stream.h"
 #include "petrel/policy.h"
 #include "petrel/smtp/body.h"
 #include "petrel/smtp/parser.h"
@@ -42,8 +45,6 @@
 #include "petrel/tls.h"
 #include "petrel/worker.h"
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -89,7 +90,7 @@ struct smtp_session {
 	struct smtp_server *srv;            /* borrowed */
 	struct petrel_config *cfg;          /* a reference: the config it started with (reload) */
 	struct auth_users *users;           /* a reference, or NULL: no AUTH */
-	struct bufferevent *bev;            /* owned; owns the socket */
+	struct stream st;                   /* owned; owns the socket */
 	const struct config_listen *listen; /* the listener it came in on (config) */
 	uint64_t id;                        /* for logs */
 	enum smtp_state state;
@@ -150,9 +151,9 @@ static void smtp_proceed_help(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_not_implemented(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd);
 static void smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd);
-static void smtp_session_event_cb(struct bufferevent *bev, short what, void *arg);
-static void smtp_session_read_cb(struct bufferevent *bev, void *arg);
-static void smtp_session_write_cb(struct bufferevent *bev, void *arg);
+static void smtp_session_event_cb(struct stream *st, short what, void *arg);
+static void smtp_session_read_cb(struct stream *st, void *arg);
+static void smtp_session_write_cb(struct stream *st, void *arg);
 
 #define ST(x)   (1u << SMTP_STATE_##x)
 #define ST_IDLE (ST(GREET) | ST(HELO) | ST(MAIL) | ST(RCPT))
@@ -219,7 +220,7 @@ smtp_session_set_timeouts(struct smtp_session *s, bool data)
 	struct timeval rt = { data ? cfg->timeout_data : cfg->timeout_command, 0 };
 	struct timeval wt = { cfg->timeout_command, 0 };
 
-	bufferevent_set_timeouts(s->bev, &rt, &wt);
+	stream_set_timeouts(&s->st, &rt, &wt);
 }
 
 /* ---- transactions ---- */
@@ -333,7 +334,7 @@ smtp_session_committed(void *arg, const char *id, bool ok)
 	s->job = NULL;
 	if (ok) {
 		n = snprintf(line, sizeof(line), "250 2.0.0 Ok: queued as %s\r\n", id);
-		bufferevent_write(s->bev, line, (size_t)n);
+		stream_write(&s->st, line, (size_t)n);
 		s->srv->stats.messages++;
 		stats_observe(STATS_HIST_ACCEPT, stats_now_ns() - s->commit_ns);
 	} else {
@@ -399,7 +400,7 @@ smtp_session_reply(struct smtp_session *s, enum smtp_reply_id id)
 {
 	const struct smtp_reply *r = smtp_reply_get(id);
 
-	bufferevent_write(s->bev, r->line, r->len);
+	stream_write(&s->st, r->line, r->len);
 }
 
 /*
@@ -438,24 +439,39 @@ smtp_session_close(struct smtp_session *s, enum smtp_reply_id id, const char *wh
 	smtp_session_reply(s, id);
 	s->close_reason = why;
 	smtp_session_set_state(s, SMTP_STATE_CLOSING);
-	bufferevent_disable(s->bev, EV_READ);
-	bufferevent_enable(s->bev, EV_WRITE);
+	/* Inside a callback, settle() sends the reply and frees; outside one (shutdown), the
+	 * stream's drained callback does, from the loop. */
+	stream_flush_later(&s->st);
 }
 
-/* Free the session if it is done and nothing is left to write. Call last in a callback. */
+/*
+ * The end of every callback: send what it queued (all replies of one read in one write), then
+ * free the session if it is done and nothing is left to write; else say whether it wants input
+ * (not while it waits for the spool, a password check or a slow reader). After this call the
+ * session may be gone.
+ */
 static void
 smtp_session_settle(struct smtp_session *s)
 {
 	bool done = s->state == SMTP_STATE_CLOSING || (s->eof && s->state != SMTP_STATE_WAIT);
 
-	if (!done)
-		return;
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+	if (stream_flush(&s->st) == -1) {
+		/* Reset or broken pipe: nobody is left to read a reply. */
+		if (!s->close_reason)
+			s->close_reason = "error";
 		smtp_session_free(s);
 		return;
 	}
-	smtp_session_set_state(s, SMTP_STATE_CLOSING);
-	bufferevent_disable(s->bev, EV_READ);
+	if (done) {
+		if (stream_output_length(&s->st) == 0) {
+			smtp_session_free(s);
+			return;
+		}
+		smtp_session_set_state(s, SMTP_STATE_CLOSING); /* the drained callback frees */
+		stream_set_reading(&s->st, false);
+		return;
+	}
+	stream_set_reading(&s->st, s->state != SMTP_STATE_WAIT && !s->out_blocked);
 }
 
 /* ---- command handlers ---- */
@@ -526,18 +542,6 @@ smtp_session_owns_sender(const struct smtp_session *s, const struct smtp_path *p
 	                              path->len - path->domain_off);
 }
 
-/* Take over the callbacks and timeouts of a new (TLS) bufferevent. */
-static void
-smtp_session_use_bev(struct smtp_session *s, struct bufferevent *bev)
-{
-	s->bev = bev;
-	bufferevent_setcb(bev, smtp_session_read_cb, smtp_session_write_cb, smtp_session_event_cb,
-	                  s);
-	bufferevent_setwatermark(bev, EV_READ, 0, SMTP_INPUT_HIGH);
-	smtp_session_set_timeouts(s, false);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
-}
-
 /*
  * STARTTLS (RFC 3207): answer 220 in the clear, throw away whatever the client pipelined after
  * the command (never execute plaintext inside the TLS session: CVE-2011-0411), forget
@@ -546,8 +550,7 @@ smtp_session_use_bev(struct smtp_session *s, struct bufferevent *bev)
 static void
 smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
-	struct bufferevent *filter;
+	struct evbuffer *in = stream_input(&s->st);
 	size_t pending = evbuffer_get_length(in);
 	SSL *ssl;
 
@@ -580,18 +583,13 @@ smtp_proceed_starttls(struct smtp_session *s, struct smtp_cmd *cmd)
 	smtp_session_sasl_abort(s);
 	s->may_relay = policy_client_may_relay(s->cfg, (struct sockaddr *)&s->peer, false);
 	smtp_session_set_state(s, SMTP_STATE_GREET);
-	filter =
-	        bufferevent_openssl_filter_new(s->srv->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (filter == NULL) {
-		SSL_free(ssl);
+	/* The 220 is queued, so it leaves in the clear before the handshake; from here the
+	 * stream is a TLS filter over the socket (timeouts and the input limit carry over). */
+	if (stream_start_tls(&s->st, ssl, BUFFEREVENT_SSL_ACCEPTING) == -1) {
 		smtp_session_close(s, SMTP_REPLY_TLS_UNAVAILABLE, "tls-setup");
 		return;
 	}
-	/* From here the filter owns the plain bufferevent, and we own the filter. The 220 is
-	 * already queued on the plain one, so it leaves before the handshake. */
 	s->tls_handshake = true;
-	smtp_session_use_bev(s, filter);
 }
 
 static void smtp_session_auth_check(struct smtp_session *s, const char *user, size_t ulen,
@@ -670,7 +668,7 @@ smtp_session_sasl_line(struct smtp_session *s, const char *line, size_t len)
 		free(s->login_user);
 		s->login_user = strndup((const char *)buf, (size_t)n);
 		s->sasl = SMTP_SASL_LOGIN_PASS;
-		bufferevent_write(s->bev, "334 UGFzc3dvcmQ6\r\n", 18); /* "Password:" */
+		stream_write(&s->st, "334 UGFzc3dvcmQ6\r\n", 18); /* "Password:" */
 		return;
 	case SMTP_SASL_LOGIN_PASS:
 		n = smtp_session_sasl_decode(line, len, buf, sizeof(buf));
@@ -725,7 +723,7 @@ smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 			return;
 		}
 		s->sasl = SMTP_SASL_PLAIN;
-		bufferevent_write(s->bev, "334 \r\n", 6);
+		stream_write(&s->st, "334 \r\n", 6);
 		return;
 	}
 	if (mlen == 5 && strncasecmp(mech, "LOGIN", 5) == 0) {
@@ -735,7 +733,7 @@ smtp_proceed_auth(struct smtp_session *s, struct smtp_cmd *cmd)
 			return;
 		}
 		s->sasl = SMTP_SASL_LOGIN_USER;
-		bufferevent_write(s->bev, "334 VXNlcm5hbWU6\r\n", 18); /* "Username:" */
+		stream_write(&s->st, "334 VXNlcm5hbWU6\r\n", 18); /* "Username:" */
 		return;
 	}
 	smtp_session_error(s, SMTP_REPLY_AUTH_MECH, "AUTH", 4);
@@ -880,7 +878,7 @@ smtp_proceed_helo(struct smtp_session *s, struct smtp_cmd *cmd)
 		smtp_session_reply(s, SMTP_REPLY_LOCAL_ERROR);
 		return;
 	}
-	bufferevent_write(s->bev, buf, n);
+	stream_write(&s->st, buf, n);
 }
 
 static void
@@ -1234,7 +1232,7 @@ smtp_session_bdat_ack(struct smtp_session *s, uint64_t size)
 	int n = snprintf(line, sizeof(line), "250 2.0.0 %llu octets received\r\n",
 	                 (unsigned long long)size);
 
-	bufferevent_write(s->bev, line, (size_t)n);
+	stream_write(&s->st, line, (size_t)n);
 }
 
 /* BDAT: exactly bdat_left octets, dot-stuffed on the way in (the spool keeps DATA's form). */
@@ -1310,7 +1308,7 @@ smtp_session_bdat(struct smtp_session *s, struct evbuffer *in)
 static void
 smtp_session_process(struct smtp_session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in;
 	int progress = 1;
 
 	while (progress && s->state != SMTP_STATE_WAIT && s->state != SMTP_STATE_CLOSING) {
@@ -1320,12 +1318,15 @@ smtp_session_process(struct smtp_session *s)
 			smtp_session_close(s, SMTP_REPLY_SHUTDOWN, "shutdown");
 			return;
 		}
-		if (evbuffer_get_length(bufferevent_get_output(s->bev)) > SMTP_OUTPUT_HIGH) {
-			/* The client pipelines but does not read its replies: wait for it. */
+		if (stream_output_length(&s->st) > SMTP_OUTPUT_HIGH &&
+		    (stream_flush(&s->st) == -1 ||
+		     stream_output_length(&s->st) > SMTP_OUTPUT_HIGH)) {
+			/* The client pipelines but does not read its replies: wait for it (settle
+			 * stops reading; the drained callback goes on). */
 			s->out_blocked = true;
-			bufferevent_disable(s->bev, EV_READ);
 			return;
 		}
+		in = stream_input(&s->st); /* STARTTLS changes it */
 		switch (s->state) {
 		case SMTP_STATE_DATA:
 			progress = smtp_session_data(s, in);
@@ -1340,10 +1341,10 @@ smtp_session_process(struct smtp_session *s)
 	}
 }
 
-/* ---- libevent callbacks ---- */
+/* ---- stream callbacks ---- */
 
 static void
-smtp_session_read_cb(struct bufferevent *bev, void *arg)
+smtp_session_read_cb(struct stream *st, void *arg)
 {
 	struct smtp_session *s = arg;
 
@@ -1351,8 +1352,9 @@ smtp_session_read_cb(struct bufferevent *bev, void *arg)
 	smtp_session_settle(s);
 }
 
+/* The output has drained (after the socket was full, or after smtp_session_close()). */
 static void
-smtp_session_write_cb(struct bufferevent *bev, void *arg)
+smtp_session_write_cb(struct stream *st, void *arg)
 {
 	struct smtp_session *s = arg;
 
@@ -1362,20 +1364,19 @@ smtp_session_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (s->out_blocked) {
 		s->out_blocked = false;
-		bufferevent_enable(s->bev, EV_READ);
 		smtp_session_process(s);
 		smtp_session_settle(s);
 	}
 }
 
 static void
-smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
+smtp_session_event_cb(struct stream *st, short what, void *arg)
 {
 	struct smtp_session *s = arg;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		/* The TLS handshake is done. */
-		SSL *ssl = bufferevent_openssl_get_ssl(bev);
+		SSL *ssl = stream_ssl(st);
 		s->tls = true;
 		s->tls_handshake = false;
 		stats_tls_handshake(true);
@@ -1385,7 +1386,7 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (s->tls_handshake && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
-		unsigned long e = bufferevent_get_openssl_error(bev);
+		unsigned long e = stream_ssl_error(st);
 		char ebuf[160] = "connection closed";
 		if (e)
 			ERR_error_string_n(e, ebuf, sizeof(ebuf));
@@ -1397,11 +1398,8 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT) {
-		if (s->state == SMTP_STATE_WAIT && (what & BEV_EVENT_READING)) {
-			/* Our disk is slow, not the client: keep waiting. */
-			bufferevent_enable(bev, EV_READ);
-			return;
-		}
+		if (s->state == SMTP_STATE_WAIT && (what & BEV_EVENT_READING))
+			return; /* our disk is slow, not the client: keep waiting */
 		if (s->state == SMTP_STATE_CLOSING || (what & BEV_EVENT_WRITING)) {
 			s->close_reason = "write-timeout";
 			smtp_session_free(s);
@@ -1409,13 +1407,14 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 		}
 		smtp_tx_free(s);
 		smtp_session_close(s, SMTP_REPLY_TIMEOUT, "timeout");
+		smtp_session_settle(s);
 		return;
 	}
 	if (what & BEV_EVENT_EOF) {
 		if (!s->close_reason)
 			s->close_reason = s->tx ? "eof-in-transaction" : "eof";
 		s->eof = true;
-		bufferevent_disable(bev, EV_READ);
+		stream_set_reading(st, false);
 		if (s->state == SMTP_STATE_WAIT)
 			return; /* finish the commit first; settle() frees after */
 		if (s->state != SMTP_STATE_DATA && s->state != SMTP_STATE_BDAT)
@@ -1429,27 +1428,6 @@ smtp_session_event_cb(struct bufferevent *bev, short what, void *arg)
 }
 
 /* ---- life cycle ---- */
-
-/*
- * Under a TLS filter, the last records (our 221 or 421, a handshake alert) may still sit in the
- * plain bufferevent below when the filter's own output is empty: write them out (once, without
- * blocking) before the socket is closed, or the client never sees them.
- */
-static void
-smtp_session_flush_below(struct bufferevent *bev)
-{
-	struct bufferevent *under = bufferevent_get_underlying(bev);
-	struct evbuffer *out;
-
-	if (under == NULL)
-		return;
-	out = bufferevent_get_output(under);
-	if (evbuffer_get_length(out) > 0) {
-		/* A socket bufferevent keeps its output's front frozen (only it may drain it). */
-		evbuffer_unfreeze(out, 1);
-		evbuffer_write(out, bufferevent_getfd(under));
-	}
-}
 
 static void
 smtp_session_free(struct smtp_session *s)
@@ -1480,8 +1458,7 @@ smtp_session_free(struct smtp_session *s)
 	free(s->login_user);
 	auth_users_free(s->users);
 	config_free(s->cfg);
-	smtp_session_flush_below(s->bev);
-	bufferevent_free(s->bev);
+	stream_close(&s->st); /* under TLS, the last records still go out */
 	free(s);
 	if (srv->shutting_down && srv->nsessions == 0 && srv->drained_cb) {
 		void (*cb)(void *) = srv->drained_cb;
@@ -1498,7 +1475,7 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	char greeting[300];
 	const void *addr;
 	unsigned port;
-	int n, one = 1;
+	int n, rc, one = 1;
 	if ((s = calloc(1, sizeof(*s))) == NULL) {
 		evutil_closesocket(fd);
 		return NULL;
@@ -1509,18 +1486,20 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 	    srv->tls != NULL) {
 		/* RFC 8314 implicit TLS: the greeting goes out once the handshake is done. */
 		SSL *ssl = tls_server_ssl(srv->tls);
-		s->bev = ssl ? bufferevent_openssl_socket_new(
-		                       srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-		                       BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS)
-		             : NULL;
-		if (s->bev == NULL && ssl)
-			SSL_free(ssl);
+		if (ssl == NULL) {
+			evutil_closesocket(fd);
+			rc = -1;
+		} else {
+			rc = stream_open_tls(&s->st, srv->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+			                     smtp_session_read_cb, smtp_session_write_cb,
+			                     smtp_session_event_cb, s);
+		}
 		s->tls_handshake = true;
 	} else {
-		s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		rc = stream_open(&s->st, srv->base, fd, smtp_session_read_cb, smtp_session_write_cb,
+		                 smtp_session_event_cb, s);
 	}
-	if (s->bev == NULL) {
-		evutil_closesocket(fd);
+	if (rc == -1) { /* the stream has closed fd */
 		free(s);
 		return NULL;
 	}
@@ -1551,13 +1530,13 @@ smtp_session_new(struct smtp_server *srv, evutil_socket_t fd, const struct socka
 
 	log_info("%016llx smtp connected address=%s port=%u relay=%s", (unsigned long long)s->id,
 	         s->peer_str, port, s->may_relay ? "yes" : "no");
-	bufferevent_setcb(s->bev, smtp_session_read_cb, smtp_session_write_cb,
-	                  smtp_session_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SMTP_INPUT_HIGH);
+	stream_set_read_max(&s->st, SMTP_INPUT_HIGH);
 	smtp_session_set_timeouts(s, false);
 	n = snprintf(greeting, sizeof(greeting), "220 %s ESMTP petrel\r\n", s->cfg->hostname);
-	bufferevent_write(s->bev, greeting, (size_t)n);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	stream_write(&s->st, greeting, (size_t)n);
+	/* Not a callback, so nothing may free the session here: a failed write is reported to
+	 * the event callback from the loop. */
+	stream_flush(&s->st);
 	return s;
 }
 
