@@ -459,7 +459,10 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 		msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	msg->data_offset = evbuffer_get_length(env) - hlen;
 	msg->data_len = hlen;
-	if (msg->fd == -1 || spool_write_buffer(msg->fd, env) == -1)
+	msg->spool_written = 0;
+	/* The envelope goes out with the first body bytes, in the same writev (one system call
+	 * for a small message's whole file). */
+	if (msg->fd == -1 || evbuffer_prepend_buffer(msg->body, env) == -1)
 		goto fail;
 	evbuffer_free(env);
 	return 0;
@@ -478,11 +481,15 @@ fail:
 int
 spool_msg_write(struct spool *sp, struct message *msg)
 {
+	size_t n = evbuffer_get_length(msg->body);
+
 	if (msg->fd < 0) {
 		errno = EBADF;
 		return -1;
 	}
-	msg->data_len += evbuffer_get_length(msg->body);
+	/* The body may start with the envelope (spool_msg_begin): data is what follows it. */
+	msg->data_len = msg->spool_written + n - msg->data_offset;
+	msg->spool_written += n;
 	return spool_write_buffer(msg->fd, msg->body);
 }
 

@@ -50,6 +50,7 @@ struct message {
 	uint64_t data_len;       /* message data length (Received: header + body) */
 	unsigned hops;           /* Received: fields in the data (ours included), counted as it
 	                          * arrived; 0: not known (read from the spool file) */
+	uint64_t spool_written;  /* while being written: bytes handed to the spool file */
 	int64_t spool_free;      /* while being written: the recycled file free/f<n> it is
 	                          * written in, or -1: a new file tmp/<id> */
 	uint64_t spool_old_size; /* while being written over a recycled spool file: its old

@@ -64,9 +64,10 @@ struct spool *spool_open(struct event_base *base, const char *dir,
 void spool_close(struct spool *sp);
 
 /*
- * Write the envelope and `header` (the Received: line) for msg into tmp/<id> or a recycled
- * free/f<n>. Keeps the file
- * open in msg-private state inside the spool; returns 0 or -1 (errno set).
+ * Open msg's file (tmp/<id>, or a recycled free/f<n>) and put the envelope and `header` (the
+ * Received: line) in front of msg->body, to be written with it by the next spool_msg_write
+ * or the commit (a small message's file is one writev). Keeps the file open in msg-private
+ * state inside the spool; returns 0 or -1 (errno set).
  */
 int spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen);
 
