@@ -55,7 +55,10 @@
 #include "petrel/tls.h"
 #include "petrel/worker.h"
 
-#define SCHED_HOPS_MAX        50            /* Received: headers before we call it a loop */
+#define SCHED_HOPS_MAX 50 /* Received: headers before we call it a loop */
+#define SCHED_KEPT_FDS                                                                             \
+	1024                                /* new messages' spool files kept open for their first \
+	                                     * attempt (saves an open and a close each) */
 #define SCHED_HEADER_READ     (64 * 1024)   /* bytes of a message read to count hops */
 #define SCHED_TARGETS_MAX     32            /* addresses tried per delivery attempt */
 #define SCHED_DSN_FULL_MAX    (1024 * 1024) /* RET=FULL: embed at most this much */
@@ -175,6 +178,7 @@ struct scheduler {
 	struct sched_conn *conns;
 	struct sched_dest *dests[SCHED_DEST_BUCKETS];
 	unsigned inflight;
+	unsigned kept_fds; /* messages whose msg->fd is still open (SCHED_KEPT_FDS) */
 	bool kicking;
 	bool closing;
 	void (*drained_cb)(void *arg); /* shutdown: called when nothing is in flight */
@@ -238,6 +242,20 @@ scheduler_priority(const struct petrel_config *cfg, const struct message *msg)
 	return config_priority_for(cfg, at ? at + 1 : "", rdomains, n) * 4 + bonus;
 }
 
+/* The spool file of m to read a delivery from (the caller closes it): the descriptor kept
+ * open since the commit, the first time, else a new one. */
+static int
+sched_data_fd(struct scheduler *s, struct sched_msg *m)
+{
+	int fd = m->msg->fd;
+
+	if (fd < 0)
+		return spool_open_data(s->spool, m->msg->id);
+	m->msg->fd = -1;
+	s->kept_fds--;
+	return fd;
+}
+
 /* Count the Received: lines of the header section (loop detection, RFC 5321 §6.3). */
 static unsigned
 sched_count_hops(struct scheduler *s, const struct message *msg)
@@ -286,6 +304,12 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	}
 	m->msg = msg;
 	m->sched = s;
+	if (msg->fd >= 0 && s->kept_fds >= SCHED_KEPT_FDS) {
+		close(msg->fd); /* enough kept: this one opens its file when its turn comes */
+		msg->fd = -1;
+	} else if (msg->fd >= 0) {
+		s->kept_fds++;
+	}
 	m->npending = (unsigned)msg->nrcpts;
 	m->priority = scheduler_priority(s->cfg, msg);
 	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->cfg->max_lifetime) * 1000u;
@@ -330,7 +354,9 @@ sched_msg_free(struct scheduler *s, struct sched_msg *m)
 		free(m->diag[i]);
 	free(m->diag);
 	free(m->state);
-	message_free(m->msg);
+	if (m->msg->fd >= 0)
+		s->kept_fds--;
+	message_free(m->msg); /* closes it */
 	free(m);
 	s->stats.queued--;
 }
@@ -966,7 +992,7 @@ sched_txn_prepare(struct scheduler *s, struct sched_unit *u)
 	    (u->txn_rcpts = calloc(u->nrcpts, sizeof(*u->txn_rcpts))) == NULL)
 		return -1;
 	memset(&u->txn, 0, sizeof(u->txn));
-	u->txn.fd = spool_open_data(s->spool, msg->id);
+	u->txn.fd = sched_data_fd(s, u->m);
 	if (u->txn.fd == -1)
 		return -1;
 	u->txn.id = msg->id;
@@ -1313,7 +1339,7 @@ sched_dispatch(struct scheduler *s, struct sched_unit *u)
 		sched_unit_fail_all(u, 250, "2.0.0", "250 2.0.0 discarded by route");
 		return;
 	case CONFIG_ROUTE_MAILDIR:
-		u->txn.fd = spool_open_data(s->spool, u->m->msg->id);
+		u->txn.fd = sched_data_fd(s, u->m);
 		if (u->txn.fd == -1) {
 			sched_unit_fail_all(u, 451, "4.3.0", "451 4.3.0 spool file unreadable");
 			return;

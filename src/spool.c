@@ -448,7 +448,7 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 		char name[16];
 		--sp->nfree;
 		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_names[sp->nfree]);
-		if ((msg->fd = openat(sp->freefd, name, O_WRONLY | O_CLOEXEC)) == -1) {
+		if ((msg->fd = openat(sp->freefd, name, O_RDWR | O_CLOEXEC)) == -1) {
 			unlinkat(sp->freefd, name, 0);
 			continue;
 		}
@@ -456,7 +456,7 @@ spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_
 		msg->spool_old_size = sp->free_sizes[sp->nfree];
 	}
 	if (msg->fd == -1)
-		msg->fd = openat(sp->tmpfd, msg->id, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		msg->fd = openat(sp->tmpfd, msg->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	msg->data_offset = evbuffer_get_length(env) - hlen;
 	msg->data_len = hlen;
 	msg->spool_written = 0;
@@ -541,12 +541,7 @@ spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void
 		spool_unlink_work(sp, msg);
 		goto fail;
 	}
-	if (close(msg->fd) == -1) {
-		msg->fd = -1;
-		spool_unlink_work(sp, msg);
-		goto fail;
-	}
-	msg->fd = -1;
+	/* msg->fd stays open: the queue reads the first delivery from it (message.h). */
 	job->msg = msg;
 
 	if (sp->durability == CONFIG_DURABILITY_NONE) {

@@ -45,7 +45,9 @@ struct message {
 
 	struct evbuffer *body;   /* received bytes not yet written to the spool file */
 	uint64_t body_size;      /* bytes of body stored so far (wire form) */
-	int fd;                  /* spool file in tmp/ while being written, else -1 */
+	int fd;                  /* the spool file while it is written; after the commit still
+	                          * open for reading (the queue's first delivery takes it, or
+	                          * closes it), else -1. message_free closes it */
 	uint64_t data_offset;    /* in the spool file: where the message data begins */
 	uint64_t data_len;       /* message data length (Received: header + body) */
 	unsigned hops;           /* Received: fields in the data (ours included), counted as it

@@ -199,5 +199,48 @@ class Queue(DeliveryCase):
                          'killed while %d bounce(s) were journaled but their DSN not yet '
                          'committed)' % (logged, len(hit[-1])))
 
+class KeptFiles(DeliveryCase):
+    """A new message's spool file stays open from its commit to its first attempt (an open and
+    a close saved each), but never more than 1,024 of them: a queue that waits for a slow next
+    hop must not run petrel out of file descriptors."""
+    TEST_TIMEOUT = 90
+
+    def test_waiting_messages_do_not_hold_a_descriptor_each(self):
+        cap = self.capture()
+        p = self.start_petrel([relay_route('*', cap.address)],
+                              queue=queue_config(concurrency_per_destination=1),
+                              durability='none', log_level='warn')
+        cap.close_gate()                      # the first delivery waits at the data
+        total, conns = 1300, 10
+        per = total // conns
+        c_list = [self.connect(p) for _ in range(conns)]
+        for c in c_list:
+            self.assertReply(c.ehlo(), 250)
+        for i in range(per):                  # ten sessions, pipelined turn by turn
+            for c in c_list:
+                c.send(b'MAIL FROM:<%s>\r\nRCPT TO:<rcpt@far.test>\r\nDATA\r\n' % SENDER.encode())
+            for c in c_list:
+                r = c.read_replies(3)
+                self.assertEqual([x.code for x in r], [250, 250, 354], r)
+                c.send(petrel.stuff(make_message('kept')) + b'.\r\n')
+            for c in c_list:
+                self.assertReply(c.read_reply(), 250, '2.0.0')
+        wait_for(lambda: cap.waiting_count() == 1, what='the first delivery at the gate')
+        fds = len(os.listdir('/proc/%d/fd' % p.pid))
+        # 1,024 kept at most, plus the listeners, sessions, spool directories, the log...
+        self.assertLess(fds, 1024 + 100, 'open descriptors with %d messages waiting' % total)
+        self.assertGreater(fds, 1000, 'the first messages do keep their file open')
+        # More parallel deliveries from a reload (the waiting units start at once), then the
+        # gate opens.
+        p.overrides['queue'] = queue_config(concurrency_per_destination=20)
+        p.write_config(p.port)
+        os.kill(p.pid, signal.SIGHUP)
+        wait_for(lambda: cap.waiting_count() >= 10, what='more deliveries at the gate')
+        cap.open_gate()
+        wait_for(lambda: len(cap.accepted()) == total, timeout=60, what='every delivery')
+        self.assertEqual(len(set(cap.message_ids())), total, 'each message once')
+        wait_queue_empty(p)
+
+
 if __name__ == '__main__':
     petrel.main()
