@@ -2274,9 +2274,8 @@ config_duration_format(uint64_t seconds, char *buf, size_t size)
 	}
 }
 
-/* Same family, address and (non-zero) port. */
-static bool
-config_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+bool
+config_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
 {
 	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
 	const struct sockaddr_in *b4 = (const struct sockaddr_in *)b;
@@ -2286,12 +2285,22 @@ config_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_st
 	if (a->ss_family != b->ss_family)
 		return false;
 	if (a->ss_family == AF_INET)
-		return a4->sin_port != 0 && a4->sin_port == b4->sin_port &&
-		       a4->sin_addr.s_addr == b4->sin_addr.s_addr;
+		return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
 	if (a->ss_family == AF_INET6)
-		return a6->sin6_port != 0 && a6->sin6_port == b6->sin6_port &&
+		return a6->sin6_port == b6->sin6_port &&
 		       memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
 	return false;
+}
+
+/* Same family, address and (non-zero) port: two port 0 entries are two listeners. */
+static bool
+config_sockaddr_equal(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
+{
+	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
+	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
+	in_port_t port = a->ss_family == AF_INET6 ? a6->sin6_port : a4->sin_port;
+
+	return port != 0 && config_same_address(a, b);
 }
 
 /*

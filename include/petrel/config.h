@@ -245,6 +245,9 @@ int config_priority_for(const struct petrel_config *cfg, const char *sender_doma
 enum config_listen_tls config_listen_tls_effective(const struct petrel_config *cfg,
                                                    const struct config_listen *l);
 
+/* Same family, address and port (0 included), as listen: entries compare on reload. */
+bool config_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b);
+
 /* Is `domain` (case-insensitive, trailing dot ignored) one of the local domains? */
 bool config_is_local_domain(const struct petrel_config *cfg, const char *domain, size_t len);
 

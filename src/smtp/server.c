@@ -160,25 +160,6 @@ struct smtp_server_plan {
 	size_t n;
 };
 
-/* Same family, address and port (a port 0 listener stays the one it is). */
-static bool
-smtp_server_same_address(const struct sockaddr_storage *a, const struct sockaddr_storage *b)
-{
-	const struct sockaddr_in *a4 = (const struct sockaddr_in *)a;
-	const struct sockaddr_in *b4 = (const struct sockaddr_in *)b;
-	const struct sockaddr_in6 *a6 = (const struct sockaddr_in6 *)a;
-	const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)b;
-
-	if (a->ss_family != b->ss_family)
-		return false;
-	if (a->ss_family == AF_INET)
-		return a4->sin_port == b4->sin_port && a4->sin_addr.s_addr == b4->sin_addr.s_addr;
-	if (a->ss_family == AF_INET6)
-		return a6->sin6_port == b6->sin6_port &&
-		       memcmp(&a6->sin6_addr, &b6->sin6_addr, sizeof(a6->sin6_addr)) == 0;
-	return false;
-}
-
 void
 smtp_server_plan_free(struct smtp_server_plan *plan)
 {
@@ -216,8 +197,8 @@ smtp_server_prepare(struct smtp_server *srv, const struct petrel_config *cfg,
 
 		for (j = 0; j < srv->nlisteners; j++)
 			if (!plan->kept[j] &&
-			    smtp_server_same_address(&listener_entry(srv->listeners[j])->addr,
-			                             &entry->addr))
+			    config_same_address(&listener_entry(srv->listeners[j])->addr,
+			                        &entry->addr))
 				break;
 		if (j < srv->nlisteners) {
 			plan->kept[j] = true;
