@@ -165,8 +165,7 @@ struct sched_gen {
 
 struct scheduler {
 	struct event_base *base;
-	struct sched_gen *gen;           /* the current config */
-	const struct petrel_config *cfg; /* gen->cfg */
+	struct sched_gen *gen; /* the current config (gen->cfg) */
 	struct spool *spool;
 	struct dns *dns;
 	struct worker_pool *workers;
@@ -222,7 +221,8 @@ sched_domain_of(const struct scheduler *s, const char *addr)
 	if (at != NULL)
 		return at + 1;
 	/* <postmaster> without a domain: ours. */
-	return s->cfg->nlocal_domains > 0 ? s->cfg->local_domains[0] : s->cfg->hostname;
+	return s->gen->cfg->nlocal_domains > 0 ? s->gen->cfg->local_domains[0]
+	                                       : s->gen->cfg->hostname;
 }
 
 int
@@ -311,8 +311,8 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 		s->kept_fds++;
 	}
 	m->npending = (unsigned)msg->nrcpts;
-	m->priority = scheduler_priority(s->cfg, msg);
-	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->cfg->max_lifetime) * 1000u;
+	m->priority = scheduler_priority(s->gen->cfg, msg);
+	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->gen->cfg->max_lifetime) * 1000u;
 	m->loop = (msg->hops ? msg->hops : sched_count_hops(s, msg)) > SCHED_HOPS_MAX;
 	m->next = s->msgs;
 	if (s->msgs)
@@ -583,8 +583,8 @@ sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcp
 		goto journal_now;
 	memset(&info, 0, sizeof(info));
 	orig = sched_read_original(s, m, &orig_len);
-	info.reporting_mta = s->cfg->hostname;
-	info.message_id_domain = s->cfg->hostname;
+	info.reporting_mta = s->gen->cfg->hostname;
+	info.message_id_domain = s->gen->cfg->hostname;
 	info.orig_id = m->msg->id;
 	info.orig_sender = m->msg->from;
 	info.envid = m->msg->envid;
@@ -597,7 +597,7 @@ sched_send_dsn(struct scheduler *s, struct sched_msg *m, const struct bounce_rcp
 	info.orig_len = orig_len;
 	info.max_orig_len = SCHED_DSN_FULL_MAX;
 	if ((dsn = message_new()) == NULL || message_set_from(dsn, "") == -1 ||
-	    message_set_helo(dsn, s->cfg->hostname, strlen(s->cfg->hostname)) == -1 ||
+	    message_set_helo(dsn, s->gen->cfg->hostname, strlen(s->gen->cfg->hostname)) == -1 ||
 	    message_add_rcpt(dsn, m->msg->from, SMTP_DSN_NOTIFY_NEVER, NULL) == -1 ||
 	    bounce_build(dsn->body, &info) == -1) {
 		log_error("%s dsn failed error=\"%s\"", m->msg->id, strerror(errno));
@@ -832,8 +832,9 @@ sched_unit_done(struct sched_unit *u)
 				sched_log_result(u, i, "deferred");
 				stats_recipient(STATS_OUTCOME_DEFERRED, kind);
 				u->rcpts[nretry++] = idx;
-				if (s->cfg->delay_warning && !m->warned &&
-				    now_s - msg->arrival.tv_sec >= (time_t)s->cfg->delay_warning &&
+				if (s->gen->cfg->delay_warning && !m->warned &&
+				    now_s - msg->arrival.tv_sec >=
+				            (time_t)s->gen->cfg->delay_warning &&
 				    bounce_wanted(msg->from, mr->notify, BOUNCE_DELAYED)) {
 					struct bounce_rcpt *dl = &delays[ndelay++];
 					dl->addr = mr->addr;
@@ -880,7 +881,7 @@ sched_unit_done(struct sched_unit *u)
 
 		u->nrcpts = nretry;
 		u->attempts++;
-		delay = queue_retry_delay(s->cfg->retry, s->cfg->nretry, u->attempts);
+		delay = queue_retry_delay(s->gen->cfg->retry, s->gen->cfg->nretry, u->attempts);
 		for (i = 0; i < nretry; i++)
 			fprintf(jb, "%u deferred %lld %u %lld%s\n", u->rcpts[i], (long long)now_s,
 			        u->attempts, (long long)now_s + delay,
@@ -1021,8 +1022,8 @@ sched_is_self(const struct scheduler *s, const struct sockaddr_storage *ss)
 {
 	size_t i;
 
-	for (i = 0; i < s->cfg->nlisten; i++) {
-		const struct sockaddr_storage *l = &s->cfg->listen[i].addr;
+	for (i = 0; i < s->gen->cfg->nlisten; i++) {
+		const struct sockaddr_storage *l = &s->gen->cfg->listen[i].addr;
 		if (l->ss_family != ss->ss_family)
 			continue;
 		if (ss->ss_family == AF_INET) {
@@ -1147,7 +1148,7 @@ sched_dns_cb(void *arg, const struct dns_result *res)
 	}
 	/* RFC 5321 §5.1: if we are one of the MX hosts, only better preferences may be used. */
 	for (h = 0; h < res->nhosts; h++)
-		if (strcasecmp(res->hosts[h].name, s->cfg->hostname) == 0 &&
+		if (strcasecmp(res->hosts[h].name, s->gen->cfg->hostname) == 0 &&
 		    res->hosts[h].preference < self_pref)
 			self_pref = res->hosts[h].preference;
 	for (h = 0; h < res->nhosts && n < SCHED_TARGETS_MAX; h++) {
@@ -1249,8 +1250,8 @@ sched_dest_pump(struct scheduler *s, struct sched_dest *d)
 		return; /* a unit that failed at once, inside this loop: the loop goes on */
 	d->pumping = true;
 	while (!s->closing && d->wait_head != NULL &&
-	       d->inflight < s->cfg->concurrency_per_destination &&
-	       s->inflight < s->cfg->concurrency) {
+	       d->inflight < s->gen->cfg->concurrency_per_destination &&
+	       s->inflight < s->gen->cfg->concurrency) {
 		struct sched_unit *u = d->wait_head;
 		d->wait_head = u->wait_next;
 		if (d->wait_head == NULL)
@@ -1312,7 +1313,7 @@ sched_client_cb(void *arg, struct smtp_client *c, enum smtp_client_event ev, str
 static void
 sched_dispatch(struct scheduler *s, struct sched_unit *u)
 {
-	const struct config_route *r = config_route_for(s->cfg, u->domain, strlen(u->domain));
+	const struct config_route *r = config_route_for(s->gen->cfg, u->domain, strlen(u->domain));
 	struct sched_dest *d;
 	char key[600];
 	unsigned port;
@@ -1357,7 +1358,7 @@ sched_dispatch(struct scheduler *s, struct sched_unit *u)
 		 */
 		if (r->tls != CONFIG_TLS_OPPORTUNISTIC || r->auth_user || r->ca_file)
 			snprintf(key + strlen(key), sizeof(key) - strlen(key), "#%u.%zu",
-			         s->gen->id, (size_t)(r - s->cfg->routes));
+			         s->gen->id, (size_t)(r - s->gen->cfg->routes));
 		break;
 	default:
 		port = r->mx_port ? r->mx_port : 25;
@@ -1392,14 +1393,14 @@ scheduler_kick(struct scheduler *s)
 		return;
 	s->kicking = true;
 	now = sched_now_ms();
-	while (s->inflight < s->cfg->concurrency && (it = queue_peek(&s->heap)) != NULL &&
+	while (s->inflight < s->gen->cfg->concurrency && (it = queue_peek(&s->heap)) != NULL &&
 	       it->when <= now) {
 		queue_pop(&s->heap);
 		sched_dispatch(s, (struct sched_unit *)it);
 	}
 	s->kicking = false;
 	evtimer_del(s->timer);
-	if ((it = queue_peek(&s->heap)) != NULL && s->inflight < s->cfg->concurrency) {
+	if ((it = queue_peek(&s->heap)) != NULL && s->inflight < s->gen->cfg->concurrency) {
 		uint64_t wait = it->when > now ? it->when - now : 0;
 		struct timeval tv = { (time_t)(wait / 1000), (suseconds_t)(wait % 1000) * 1000 };
 		evtimer_add(s->timer, &tv);
@@ -1565,7 +1566,6 @@ scheduler_new(struct event_base *base, struct petrel_config *cfg, struct spool *
 	queue_init(&s->heap);
 	if ((s->gen = sched_gen_new(cfg, 1, err)) == NULL)
 		goto fail;
-	s->cfg = s->gen->cfg;
 	if ((s->timer = evtimer_new(base, sched_timer_cb, s)) == NULL ||
 	    (s->workers = worker_pool_new(base, SCHED_MAILDIR_THREADS)) == NULL)
 		goto fail;
@@ -1596,7 +1596,6 @@ scheduler_config_commit(struct scheduler *s, struct sched_gen *gen)
 
 	sched_gen_free(s->gen);
 	s->gen = gen;
-	s->cfg = gen->cfg;
 	/* Limits may have grown: start what now fits, then what is due. */
 	for (i = 0; i < SCHED_DEST_BUCKETS; i++)
 		for (d = s->dests[i]; d != NULL; d = d->next)
