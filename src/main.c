@@ -148,10 +148,10 @@ petrel_log_errors(const char *errors)
  * sessions, the next dispatch of each recipient, listeners added and removed. Sessions and
  * deliveries under way finish on what they started with (they hold references). What cannot
  * change without a restart (config_keep_fixed) keeps its running value, with a warning.
- * Returns a short outcome for systemd's status line.
+ * Returns whether it was applied, and in *outcome a short line for systemd's status.
  */
-static const char *
-petrel_reload_config(struct petrel *p)
+static bool
+petrel_reload_config(struct petrel *p, const char **outcome)
 {
 	struct petrel_config *fresh = NULL;
 	struct tls_server *tls = NULL;
@@ -163,11 +163,10 @@ petrel_reload_config(struct petrel *p)
 
 	log_info("petrel SIGHUP: reloading config=%s", p->cfg->path);
 	if (config_load(p->cfg->path, &fresh, &errors) == -1) {
-		stats_registry.reload_failures++;
-		stats_registry.reload_ok = 0;
 		petrel_log_errors(errors ? errors : "out of memory\n");
 		free(errors);
-		return "reload refused: the configuration has errors, the old one is kept";
+		*outcome = "reload refused: the configuration has errors, the old one is kept";
+		return false;
 	}
 	if ((nfixed = config_keep_fixed(fresh, p->cfg, fixed, sizeof(fixed))) < 0) {
 		err = strdup("out of memory");
@@ -211,8 +210,6 @@ petrel_reload_config(struct petrel *p)
 	config_free(p->cfg);
 	p->cfg = fresh;
 	log_set_level((enum log_level)fresh->log_level);
-	stats_registry.reloads++;
-	stats_registry.reload_ok = 1;
 	log_info("petrel reloaded config=%s hostname=%s listeners=%zu routes=%zu tls=%s users=%zu",
 	         fresh->path, fresh->hostname, fresh->nlisten, fresh->nroutes,
 	         fresh->tls_certificate ? "yes" : "no", auth_users_count(p->srv->users));
@@ -221,13 +218,13 @@ petrel_reload_config(struct petrel *p)
 		         "running value%s kept",
 		         fixed, fresh->path, nfixed > 1 ? "them" : "it",
 		         nfixed > 1 ? "s are" : " is");
-		return "configuration reloaded (some changes need a restart: see the log)";
+		*outcome = "configuration reloaded (some changes need a restart: see the log)";
+		return true;
 	}
-	return "configuration reloaded";
+	*outcome = "configuration reloaded";
+	return true;
 
 fail:
-	stats_registry.reload_failures++;
-	stats_registry.reload_ok = 0;
 	log_error("petrel reload refused, the old configuration is kept: %s",
 	          err ? err : "out of memory");
 	free(err);
@@ -235,7 +232,8 @@ fail:
 	auth_users_free(users);
 	tls_server_free(tls);
 	config_free(fresh);
-	return "reload refused: see the log, the old configuration is kept";
+	*outcome = "reload refused: see the log, the old configuration is kept";
+	return false;
 }
 
 /*
@@ -248,13 +246,19 @@ static void
 petrel_reload(struct petrel *p)
 {
 	const char *outcome;
+	bool applied;
 
 	if (p->stopping) {
 		log_info("petrel SIGHUP while stopping: nothing reloaded");
 		return;
 	}
 	notify_reloading("petrel reloading %s", p->cfg->path);
-	outcome = petrel_reload_config(p);
+	applied = petrel_reload_config(p, &outcome);
+	if (applied)
+		stats_registry.reloads++;
+	else
+		stats_registry.reload_failures++;
+	stats_registry.reload_ok = applied;
 	notify_ready("petrel running (%s)", outcome);
 }
 
