@@ -2010,6 +2010,20 @@ scheduler_flush(struct scheduler *s)
 	return n;
 }
 
+/* After units left their destinations (delete, hold): let the waiting ones take the freed
+ * slots, then run what is due. Frees slots. */
+static void
+sched_refill_slots(struct scheduler *s, struct sched_dest **slots, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (slots[i] != NULL)
+			sched_dest_pump(s, slots[i]);
+	free(slots);
+	scheduler_kick(s);
+}
+
 int
 scheduler_delete(struct scheduler *s, const char *id)
 {
@@ -2047,12 +2061,8 @@ scheduler_delete(struct scheduler *s, const char *id)
 	m->deleted = true;
 	if (m->nunits == 0)
 		sched_msg_free(s, m);
-	for (i = 0; i < n; i++)
-		if (slots[i] != NULL)
-			sched_dest_pump(s, slots[i]);
-	free(slots);
+	sched_refill_slots(s, slots, n);
 	free(us);
-	scheduler_kick(s);
 	return busy;
 }
 
@@ -2092,12 +2102,8 @@ scheduler_hold(struct scheduler *s, const char *id)
 	}
 	log_info("%s held (queue hold) pending=%u deliveries_in_flight=%d", m->msg->id, m->npending,
 	         busy);
-	for (i = 0; i < n; i++)
-		if (slots[i] != NULL)
-			sched_dest_pump(s, slots[i]);
-	free(slots);
+	sched_refill_slots(s, slots, n);
 	free(us);
-	scheduler_kick(s);
 	return 0;
 }
 
