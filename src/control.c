@@ -61,7 +61,7 @@ struct control_server {
 	struct scheduler *sched; /* borrowed */
 	struct evconnlistener *lev;
 	int dirfd;   /* the spool directory, where the socket's name lives */
-	int queuefd; /* queue/ and state/, for `show` */
+	int slotsfd; /* slots/ and state/, for `show` */
 	int statefd;
 	bool bound; /* the socket file is ours: remove it at the end */
 	char *path; /* <spool>/control.sock, for messages */
@@ -658,7 +658,7 @@ control_summary_from_journal(const struct message *msg, const struct control_jou
 /* ---- show ---- */
 
 int
-control_show_load(int queuefd, int statefd, const char *id, time_t now, struct control_show **out)
+control_show_load(int slotsfd, int statefd, const char *id, time_t now, struct control_show **out)
 {
 	struct scheduler_msg_summary sum;
 	struct control_show *sh;
@@ -669,7 +669,7 @@ control_show_load(int queuefd, int statefd, const char *id, time_t now, struct c
 	*out = NULL;
 	if ((sh = calloc(1, sizeof(*sh))) == NULL)
 		return -1;
-	if (spool_read_message(queuefd, id, &sh->msg) == -1)
+	if (spool_find(slotsfd, id, &sh->msg) == -1)
 		goto fail;
 	if ((sh->j = control_journal_new(sh->msg->nrcpts)) == NULL ||
 	    (sh->active = calloc(sh->msg->nrcpts ? sh->msg->nrcpts : 1, sizeof(bool))) == NULL)
@@ -680,7 +680,7 @@ control_show_load(int queuefd, int statefd, const char *id, time_t now, struct c
 	                                               : CONTROL_HEADERS_MAX;
 	if ((sh->headers = malloc(want + 1)) == NULL)
 		goto fail;
-	if ((fd = openat(queuefd, id, O_RDONLY | O_CLOEXEC)) == -1)
+	if ((fd = spool_open_data(slotsfd, sh->msg)) == -1)
 		goto fail;
 	n = pread(fd, sh->headers, want, (off_t)sh->msg->data_offset);
 	if (n < 0)
@@ -949,7 +949,7 @@ control_server_new(struct event_base *base, const char *spool_dir, struct schedu
 	*err = NULL;
 	if ((srv = calloc(1, sizeof(*srv))) == NULL)
 		return NULL;
-	srv->dirfd = srv->queuefd = srv->statefd = -1;
+	srv->dirfd = srv->slotsfd = srv->statefd = -1;
 	srv->base = base;
 	srv->sched = sched;
 	if (asprintf(&srv->path, "%s/%s", spool_dir, CONTROL_SOCKET) == -1) {
@@ -958,7 +958,7 @@ control_server_new(struct event_base *base, const char *spool_dir, struct schedu
 	}
 	what = "open the spool for";
 	if ((srv->dirfd = open(spool_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1 ||
-	    (srv->queuefd = openat(srv->dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
+	    (srv->slotsfd = openat(srv->dirfd, "slots", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	            -1 ||
 	    (srv->statefd = openat(srv->dirfd, "state", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) ==
 	            -1 ||
@@ -1025,8 +1025,8 @@ control_server_free(struct control_server *srv)
 		log_warn("control cannot remove path=%s error=\"%s\"", srv->path, strerror(errno));
 	if (srv->statefd >= 0)
 		close(srv->statefd);
-	if (srv->queuefd >= 0)
-		close(srv->queuefd);
+	if (srv->slotsfd >= 0)
+		close(srv->slotsfd);
 	if (srv->dirfd >= 0)
 		close(srv->dirfd);
 	free(srv->path);
@@ -1243,7 +1243,7 @@ control_serve_show(struct control_conn *c, struct control_out *o, const char *id
 {
 	struct control_show_ctx ctx = { .o = o, .rc = -1 };
 
-	if (control_show_load(c->srv->queuefd, c->srv->statefd, id, time(NULL), &ctx.sh) == -1) {
+	if (control_show_load(c->srv->slotsfd, c->srv->statefd, id, time(NULL), &ctx.sh) == -1) {
 		evbuffer_add_printf(o->buf, "error: %s%s\n",
 		                    errno == ENOENT ? "no such message: " : "cannot read ",
 		                    errno == ENOENT ? id : strerror(errno));
@@ -1445,110 +1445,84 @@ control_cli_answer(int fd, const char *path)
 	return rc;
 }
 
-static int
-control_name_cmp(const void *a, const void *b)
+struct control_cli_list {
+	struct control_out *o;
+	struct control_list *l;
+	int statefd;
+	time_t now;
+	int rc;
+};
+
+static void
+control_cli_list_one(void *arg, struct message *msg)
 {
-	return strcmp(*(char *const *)a, *(char *const *)b);
+	struct control_cli_list *cl = arg;
+	struct scheduler_msg_summary sum;
+	struct control_journal *j;
+
+	if (cl->rc == 0 && (j = control_journal_new(msg->nrcpts)) == NULL)
+		cl->rc = 2; /* out of memory */
+	if (cl->rc != 0) {
+		message_free(msg);
+		return;
+	}
+	if (cl->statefd >= 0)
+		spool_read_state(cl->statefd, msg->id, control_journal_cb, j);
+	control_summary_from_journal(msg, j, cl->now, &sum);
+	if (control_list_add(cl->l, &sum) == -1)
+		cl->rc = 2;
+	control_journal_free(j);
+	message_free(msg);
+	if (evbuffer_get_length(cl->o->buf) > 65536)
+		control_cli_drain(cl->o->buf, stdout);
 }
 
-/* Message ids in queue/, sorted (they sort by arrival). NULL with *n = 0 when there is none. */
-static char **
-control_cli_ids(int queuefd, size_t *n)
-{
-	char **names = NULL, **grown;
-	size_t cap = 0;
-	struct dirent *de;
-	DIR *d;
-	int fd;
-
-	*n = 0;
-	if (queuefd < 0 || (fd = dup(queuefd)) == -1)
-		return NULL;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return NULL;
-	}
-	while ((de = readdir(d)) != NULL) {
-		if (!message_id_valid(de->d_name))
-			continue;
-		if (*n == cap) {
-			cap = cap ? cap * 2 : 256;
-			if ((grown = realloc(names, cap * sizeof(*names))) == NULL)
-				break;
-			names = grown;
-		}
-		if ((names[*n] = strdup(de->d_name)) == NULL)
-			break;
-		(*n)++;
-	}
-	closedir(d);
-	if (*n > 1)
-		qsort(names, *n, sizeof(*names), control_name_cmp);
-	return names;
-}
-
-/* `list` with petrel stopped: every file of queue/ with its journal, read-only. */
+/* `list` with petrel stopped: every committed slot of slots/ with its journal, read-only. */
 static int
-control_cli_offline_list(int queuefd, int statefd, bool by_domain, const char *spool_dir)
+control_cli_offline_list(int slotsfd, int statefd, bool by_domain, const char *spool_dir)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct control_out o = { .buf = buf, .prefix = "" };
-	struct scheduler_msg_summary sum;
-	struct control_list *l;
-	struct control_journal *j;
-	struct message *msg;
-	time_t now = time(NULL);
-	size_t i, n, unreadable = 0;
-	char **ids = control_cli_ids(queuefd, &n);
-	int rc = 0;
+	struct control_cli_list cl = { .o = &o, .statefd = statefd, .now = time(NULL) };
 
-	if (buf == NULL || (l = control_list_new(&o, by_domain, now)) == NULL) {
+	if (buf == NULL || (cl.l = control_list_new(&o, by_domain, cl.now)) == NULL) {
 		fprintf(stderr, "petrel: out of memory\n");
-		rc = 1;
-		goto done;
+		if (buf)
+			evbuffer_free(buf);
+		return 1;
 	}
-	for (i = 0; i < n; i++) {
-		if (spool_read_message(queuefd, ids[i], &msg) == -1) {
-			if (errno != ENOENT) /* ENOENT: delivered meanwhile */
-				unreadable++;
-			continue;
-		}
-		if ((j = control_journal_new(msg->nrcpts)) == NULL) {
-			message_free(msg);
-			rc = 1;
-			break;
-		}
-		if (statefd >= 0)
-			spool_read_state(statefd, ids[i], control_journal_cb, j);
-		control_summary_from_journal(msg, j, now, &sum);
-		if (control_list_add(l, &sum) == -1)
-			rc = 1;
-		control_journal_free(j);
-		message_free(msg);
-		if (evbuffer_get_length(buf) > 65536)
-			control_cli_drain(buf, stdout);
+	if (slotsfd >= 0 && spool_list(slotsfd, control_cli_list_one, &cl) == -1) {
+		fprintf(stderr, "petrel: cannot read %s/slots: %s\n", spool_dir, strerror(errno));
+		cl.rc = 1;
 	}
-	if (control_list_end(l) == -1)
-		rc = 1;
+	if (control_list_end(cl.l) == -1)
+		cl.rc = 2;
 	control_cli_drain(buf, stdout);
 	fflush(stdout);
-	if (rc)
+	if (cl.rc == 2)
 		fprintf(stderr, "petrel: out of memory\n");
-	if (unreadable)
-		fprintf(stderr, "petrel: %zu file%s in %s/queue could not be read (malformed?)\n",
-		        unreadable, unreadable == 1 ? "" : "s", spool_dir);
-done:
-	for (i = 0; i < n; i++)
-		free(ids[i]);
-	free(ids);
-	if (buf)
-		evbuffer_free(buf);
-	return rc;
+	evbuffer_free(buf);
+	return cl.rc != 0;
+}
+
+/* `delete` with petrel stopped: the slot is marked free, the journal removed. */
+static int
+control_cli_offline_delete(int slotsfd, int statefd, const char *id)
+{
+	if (slotsfd < 0 || spool_delete_stopped(slotsfd, statefd, id) == -1) {
+		fprintf(stderr, "petrel: %s%s\n",
+		        slotsfd < 0 || errno == ENOENT ? "no such message: " : "cannot delete: ",
+		        slotsfd < 0 || errno == ENOENT ? id : strerror(errno));
+		return 1;
+	}
+	printf("deleted %s\n", id);
+	fflush(stdout);
+	return 0;
 }
 
 /* `show` with petrel stopped. */
 static int
-control_cli_offline_show(int queuefd, int statefd, const char *id)
+control_cli_offline_show(int slotsfd, int statefd, const char *id)
 {
 	struct evbuffer *buf = evbuffer_new();
 	struct control_out o = { .buf = buf, .prefix = "" };
@@ -1557,10 +1531,10 @@ control_cli_offline_show(int queuefd, int statefd, const char *id)
 
 	if (buf == NULL)
 		fprintf(stderr, "petrel: out of memory\n");
-	else if (queuefd < 0 || control_show_load(queuefd, statefd, id, time(NULL), &sh) == -1)
+	else if (slotsfd < 0 || control_show_load(slotsfd, statefd, id, time(NULL), &sh) == -1)
 		fprintf(stderr, "petrel: %s%s\n",
-		        queuefd < 0 || errno == ENOENT ? "no such message: " : "cannot read ",
-		        queuefd < 0 || errno == ENOENT ? id : strerror(errno));
+		        slotsfd < 0 || errno == ENOENT ? "no such message: " : "cannot read ",
+		        slotsfd < 0 || errno == ENOENT ? id : strerror(errno));
 	else if (control_format_show(&o, sh, time(NULL)) == -1)
 		fprintf(stderr, "petrel: out of memory\n");
 	else
@@ -1578,35 +1552,33 @@ static int
 control_cli_offline(const char *spool_dir, int dirfd, const struct control_request *req,
                     const char *path)
 {
-	int queuefd = -1, statefd = -1, rc;
+	int slotsfd = -1, statefd = -1, rc;
 
-	if (req->verb != CONTROL_LIST && req->verb != CONTROL_SHOW) {
+	if (req->verb != CONTROL_LIST && req->verb != CONTROL_SHOW && req->verb != CONTROL_DELETE) {
 		fprintf(stderr,
 		        "petrel: petrel is not running (nothing answers on %s): queue %s "
 		        "needs the running daemon\n",
 		        path, control_verbs[req->verb].name);
-		if (req->verb == CONTROL_DELETE)
-			fprintf(stderr,
-			        "petrel: with petrel stopped, removing %s/queue/%s and "
-			        "%s/state/%s deletes the message\n",
-			        spool_dir, req->id, spool_dir, req->id);
 		return 1;
 	}
-	fprintf(stderr, "petrel: petrel is not running: reading the spool %s\n", spool_dir);
+	fprintf(stderr, "petrel: petrel is not running: %s the spool %s\n",
+	        req->verb == CONTROL_DELETE ? "writing to" : "reading", spool_dir);
 	if (dirfd >= 0) {
-		queuefd = openat(dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		slotsfd = openat(dirfd, "slots", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		statefd = openat(dirfd, "state", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
-	if (queuefd < 0 && dirfd >= 0 && errno != ENOENT) {
-		fprintf(stderr, "petrel: cannot open %s/queue: %s\n", spool_dir, strerror(errno));
+	if (slotsfd < 0 && dirfd >= 0 && errno != ENOENT) {
+		fprintf(stderr, "petrel: cannot open %s/slots: %s\n", spool_dir, strerror(errno));
 		return 1;
 	}
 	if (req->verb == CONTROL_LIST)
-		rc = control_cli_offline_list(queuefd, statefd, req->by_domain, spool_dir);
+		rc = control_cli_offline_list(slotsfd, statefd, req->by_domain, spool_dir);
+	else if (req->verb == CONTROL_DELETE)
+		rc = control_cli_offline_delete(slotsfd, statefd, req->id);
 	else
-		rc = control_cli_offline_show(queuefd, statefd, req->id);
-	if (queuefd >= 0)
-		close(queuefd);
+		rc = control_cli_offline_show(slotsfd, statefd, req->id);
+	if (slotsfd >= 0)
+		close(slotsfd);
 	if (statefd >= 0)
 		close(statefd);
 	return rc;

@@ -17,6 +17,8 @@
 
 #include <event2/buffer.h>
 
+#include "petrel/spool_record.h"
+
 static uint64_t message_last_id;
 
 void
@@ -64,7 +66,7 @@ message_new(void)
 	message_id_new(msg->id, &msg->arrival);
 	msg->protocol = "ESMTP";
 	msg->fd = -1;
-	msg->spool_free = -1;
+	msg->spool_slot = -1;
 	return msg;
 }
 
@@ -85,8 +87,11 @@ message_free(struct message *msg)
 	free(msg->envid);
 	if (msg->body)
 		evbuffer_free(msg->body);
+	if (msg->data_mem)
+		evbuffer_free(msg->data_mem);
 	if (msg->fd >= 0)
 		close(msg->fd);
+	spool_sum_free(msg->spool_sum);
 	free(msg);
 }
 

@@ -34,7 +34,7 @@
 
 #include "petrel/log.h"
 
-#define PRIV_TREE_DEPTH 8   /* the spool is two levels deep (queue/<id>); anything deeper is odd */
+#define PRIV_TREE_DEPTH 8   /* the spool is two levels deep (slots/<n>); anything deeper is odd */
 #define PRIV_PATH_LOG   512 /* a path inside the tree, as quoted in messages */
 
 static int priv_fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -242,18 +242,31 @@ scheduler_priority(const struct petrel_config *cfg, const struct message *msg)
 	return config_priority_for(cfg, at ? at + 1 : "", rdomains, n) * 4 + bonus;
 }
 
-/* The spool file of m to read a delivery from (the caller closes it): the descriptor kept
- * open since the commit, the first time, else a new one. */
+/* The spool file of m to read a delivery from (the caller closes it): a duplicate of the
+ * descriptor kept open since the commit (the spool marks the slot free through it when the
+ * message is done), else a new one. */
 static int
 sched_data_fd(struct scheduler *s, struct sched_msg *m)
 {
-	int fd = m->msg->fd;
+	if (m->msg->fd < 0)
+		return spool_open_data(spool_slots_fd(s->spool), m->msg);
+	return fcntl(m->msg->fd, F_DUPFD_CLOEXEC, 0);
+}
 
-	if (fd < 0)
-		return spool_open_data(s->spool, m->msg->id);
+/* m waits for a retry: its kept descriptor and in-memory data go (they are for the first
+ * attempt). */
+static void
+sched_msg_drop_kept(struct scheduler *s, struct sched_msg *m)
+{
+	if (m->msg->data_mem != NULL) {
+		evbuffer_free(m->msg->data_mem);
+		m->msg->data_mem = NULL;
+	}
+	if (m->msg->fd < 0)
+		return;
+	close(m->msg->fd);
 	m->msg->fd = -1;
 	s->kept_fds--;
-	return fd;
 }
 
 /* Count the Received: lines of the header section (loop detection, RFC 5321 §6.3). */
@@ -266,7 +279,7 @@ sched_count_hops(struct scheduler *s, const struct message *msg)
 	size_t i, len;
 	int fd;
 
-	if ((fd = spool_open_data(s->spool, msg->id)) == -1)
+	if ((fd = spool_open_data(spool_slots_fd(s->spool), msg)) == -1)
 		return 0;
 	len = msg->data_len < SCHED_HEADER_READ ? (size_t)msg->data_len : SCHED_HEADER_READ;
 	if ((buf = malloc(len + 1)) == NULL) {
@@ -307,6 +320,10 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	if (msg->fd >= 0 && s->kept_fds >= SCHED_KEPT_FDS) {
 		close(msg->fd); /* enough kept: this one opens its file when its turn comes */
 		msg->fd = -1;
+		if (msg->data_mem != NULL) {
+			evbuffer_free(msg->data_mem);
+			msg->data_mem = NULL;
+		}
 	} else if (msg->fd >= 0) {
 		s->kept_fds++;
 	}
@@ -361,6 +378,16 @@ sched_msg_free(struct scheduler *s, struct sched_msg *m)
 	s->stats.queued--;
 }
 
+/* m's slot is free for the next message (nobody reads its file any more), then m goes. */
+static void
+sched_msg_leave_spool(struct scheduler *s, struct sched_msg *m, bool has_state)
+{
+	if (m->msg->fd >= 0)
+		s->kept_fds--; /* the spool takes it */
+	spool_remove(s->spool, m->msg, has_state);
+	sched_msg_free(s, m);
+}
+
 /* Every recipient is final, no unit and no DSN commit is left: the message leaves the spool. */
 static void
 sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
@@ -368,8 +395,7 @@ sched_msg_maybe_remove(struct scheduler *s, struct sched_msg *m)
 	if (m->npending != 0 || m->nunits != 0 || m->dsn_waits != NULL)
 		return;
 	log_info("%s removed (every recipient done)", m->msg->id);
-	spool_remove(s->spool, m->msg, m->journaled);
-	sched_msg_free(s, m);
+	sched_msg_leave_spool(s, m, m->journaled);
 }
 
 /* Append lines to state/<id>; the one place that writes a message's journal. 0 or -1. */
@@ -437,6 +463,8 @@ sched_unit_free(struct scheduler *s, struct sched_unit *u)
 	queue_remove(&s->heap, &u->qi);
 	if (u->txn.fd >= 0)
 		close(u->txn.fd);
+	if (u->txn.mem != NULL)
+		evbuffer_free(u->txn.mem);
 	u->m->nunits--;
 	sched_gen_free(u->gen);
 	free(u->txn_rcpts);
@@ -527,7 +555,7 @@ sched_read_original(struct scheduler *s, struct sched_msg *m, size_t *len)
 	*len = 0;
 	if (want > m->msg->data_len)
 		want = (size_t)m->msg->data_len;
-	if ((fd = spool_open_data(s->spool, m->msg->id)) == -1)
+	if ((fd = spool_open_data(spool_slots_fd(s->spool), m->msg)) == -1)
 		return NULL;
 	if ((buf = malloc(want + 1)) == NULL) {
 		close(fd);
@@ -719,7 +747,7 @@ sched_unit_discard(struct sched_unit *u)
 		sched_log_result(u, i, "ignored");
 	sched_unit_free(s, u);
 	if (m->nunits == 0)
-		sched_msg_free(s, m);
+		sched_msg_leave_spool(s, m, false); /* its journal went with the delete */
 	if (d)
 		sched_dest_pump(s, d);
 	scheduler_kick(s);
@@ -788,6 +816,10 @@ sched_unit_done(struct sched_unit *u)
 	if (u->txn.fd >= 0) {
 		close(u->txn.fd);
 		u->txn.fd = -1;
+	}
+	if (u->txn.mem != NULL) {
+		evbuffer_free(u->txn.mem);
+		u->txn.mem = NULL;
 	}
 	stats_delivery_attempt();
 	for (i = 0; i < u->nrcpts; i++) {
@@ -887,6 +919,7 @@ sched_unit_done(struct sched_unit *u)
 			        u->attempts, (long long)now_s + delay,
 			        sched_journal_text(jtext, sizeof(jtext), m->diag[u->rcpts[i]]));
 		sched_unit_schedule(s, u, now + (uint64_t)delay * 1000u);
+		sched_msg_drop_kept(s, m);
 	} else {
 		sched_unit_free(s, u);
 	}
@@ -993,9 +1026,16 @@ sched_txn_prepare(struct scheduler *s, struct sched_unit *u)
 	    (u->txn_rcpts = calloc(u->nrcpts, sizeof(*u->txn_rcpts))) == NULL)
 		return -1;
 	memset(&u->txn, 0, sizeof(u->txn));
-	u->txn.fd = sched_data_fd(s, u->m);
-	if (u->txn.fd == -1)
+	u->txn.fd = -1;
+	if (msg->data_mem != NULL) {
+		/* The data is still in memory: the transaction gets its own reference to it (no
+		 * copy), which stays valid whatever becomes of msg->data_mem. */
+		if ((u->txn.mem = evbuffer_new()) == NULL ||
+		    evbuffer_add_buffer_reference(u->txn.mem, msg->data_mem) == -1)
+			return -1;
+	} else if ((u->txn.fd = sched_data_fd(s, u->m)) == -1) {
 		return -1;
+	}
 	u->txn.id = msg->id;
 	u->txn.from = msg->from;
 	u->txn.smtputf8 = msg->smtputf8;
@@ -1765,20 +1805,17 @@ sched_recover_line(void *arg, const char *line, size_t len)
 }
 
 static void
-sched_recover_entry(void *arg, const struct spool_entry *e)
+sched_recover_entry(void *arg, struct message *msg)
 {
 	struct sched_recover *rc = arg;
 	struct scheduler *s = rc->s;
-	struct message *msg;
 	uint64_t now = sched_now_ms();
-	if (spool_load(s->spool, e->id, &msg) == -1) {
-		log_warn("spool cannot load id=%s (kept, not queued)", e->id);
-		return;
-	}
-	log_info("spool message id=%s from=<%s> nrcpt=%u size=%llu", e->id, e->from, e->nrcpts,
-	         (unsigned long long)e->size);
+
+	log_info("spool message id=%s from=<%s> nrcpt=%zu size=%llu", msg->id, msg->from,
+	         msg->nrcpts, (unsigned long long)msg->data_len);
 	if ((rc->m = sched_msg_new(s, msg)) == NULL ||
 	    (rc->attempts = calloc(msg->nrcpts, sizeof(unsigned))) == NULL) {
+		/* out of memory: it stays in the spool for the next start */
 		if (rc->m)
 			sched_msg_free(s, rc->m);
 		else
@@ -1786,7 +1823,7 @@ sched_recover_entry(void *arg, const struct spool_entry *e)
 		return;
 	}
 	rc->next_ms = now;
-	spool_state_read(s->spool, e->id, sched_recover_line, rc);
+	spool_state_read(s->spool, msg->id, sched_recover_line, rc);
 	sched_msg_start(s, rc->m, rc->next_ms, rc->attempts);
 	free(rc->attempts);
 	rc->count++;
@@ -1797,8 +1834,7 @@ scheduler_recover(struct scheduler *s)
 {
 	struct sched_recover rc = { .s = s };
 
-	if (spool_scan(s->spool, sched_recover_entry, &rc) < 0)
-		return -1;
+	spool_recover(s->spool, sched_recover_entry, &rc);
 	return rc.count;
 }
 
@@ -2054,13 +2090,13 @@ scheduler_delete(struct scheduler *s, const char *id)
 	sched_msg_cancel_dsns(m); /* their journal lines are moot: the journal goes too */
 	log_info("%s deleted (queue delete) nrcpt=%zu pending=%u deliveries_in_flight=%d",
 	         m->msg->id, m->msg->nrcpts, m->npending, busy);
-	/* Not spool_remove(): a delivery under way may still read the file, which must not be
-	 * recycled for the next message. */
-	spool_discard(s->spool, m->msg->id);
+	/* A delivery under way may still read the file: its slot is marked free now but recycled
+	 * only when the last one ends (sched_unit_discard). */
+	spool_discard(s->spool, m->msg);
 	spool_sync_soon(s->spool); /* an admin's removal should not come back after a crash */
 	m->deleted = true;
 	if (m->nunits == 0)
-		sched_msg_free(s, m);
+		sched_msg_leave_spool(s, m, false);
 	sched_refill_slots(s, slots, n);
 	free(us);
 	return busy;

@@ -1,13 +1,24 @@
 /*
  * spool.c: the on-disk spool and its group commit (format and layout: spool.h).
  *
- * Owns: the spool directory fds, the sync thread, and every message from spool_msg_commit()
- * until its file is in queue/. Does not own the queue (which messages to deliver when).
+ * Owns: the spool directory fds, the free slots (a stack, the most recent ones kept open), the
+ * sync thread, the messages found at start-up until spool_recover hands them over, and every
+ * message from spool_msg_commit() until its commit is done. Does not own the queue (which
+ * messages to deliver when).
  *
  * Threads: everything runs on the loop thread except spool_sync_main(), which only takes
- * batches of committed jobs, syncs them, renames them into queue/, and hands them back through
- * the done list and a pipe whose read end is an event on the loop. Jobs carry the id and the
- * caller's callback; a caller that goes away cancels its job instead of leaving a dangling arg.
+ * batches of committed jobs, syncs them, and hands them back through the done list and a pipe
+ * whose read end is an event on the loop. Jobs carry the id and the caller's callback; a caller
+ * that goes away cancels its job instead of leaving a dangling arg.
+ *
+ * Slots. Creating, renaming and deleting a file per message costs directory updates (an ext4
+ * directory block is scanned entry by entry for each) and an inode allocation and free; with
+ * those, two renames per message were a third of petrel's CPU time under load (see
+ * bench/RESULTS.md). So a message is written into a slot file that stays where it is: its
+ * commit record (spool_record.h) says whether it holds a message, and the checksum in it tells
+ * a complete file from one torn by a crash. Finishing a message is one pwrite of 'F' over the
+ * state byte, and the slot is written over by a later message. The directory changes only when
+ * the spool needs more slots than it has, or has too many free ones.
  */
 #include "petrel/spool.h"
 
@@ -29,29 +40,45 @@
 
 #include "petrel/log.h"
 #include "petrel/message.h"
+#include "petrel/spool_record.h"
 #include "petrel/stats.h"
 
-#define SPOOL_IOV 64
+#define SPOOL_IOV      64
+#define SPOOL_FREE_MAX 4096 /* free slot files kept; more are unlinked */
+#define SPOOL_FREE_FDS 256  /* of those, kept open (no openat to reuse one) */
+#define SPOOL_SHRINK                                                                               \
+	(1024 * 1024)                /* a recycled file longer than its new message by more        \
+	                              * than this is cut (else it keeps its length) */
+#define SPOOL_READ_CHUNK (64 * 1024) /* checksum verification reads */
+#define SPOOL_KEEP_MAX                                                                             \
+	(32 * 1024) /* a message up to this size keeps its data in memory                          \
+	             * after the commit (message.h: data_mem) */
 
 struct spool_job {
 	struct spool_job *next;
 	struct message *msg; /* the committed envelope, for the queue hook; NULL for syncs */
 	char id[MESSAGE_ID_LEN + 1];
-	int workfd;                    /* where the file was written: tmp/ or free/ */
-	char work[MESSAGE_ID_LEN + 1]; /* its name there (the id, or "f<n>") */
-	spool_commit_cb cb;            /* NULL once cancelled */
+	bool new_file;      /* its slot file was created: slots/ must be synced too */
+	spool_commit_cb cb; /* NULL once cancelled */
 	void *arg;
 	bool ok;
 	bool batch_head;  /* the first job of a sync batch: carries the batch's time */
-	uint64_t sync_ns; /* batch_head: syncfs to fsync of queue/, measured by the thread */
+	uint64_t sync_ns; /* batch_head: syncfs to the end of the batch, measured by the thread */
+};
+
+struct spool_free {
+	uint32_t slot;
+	int fd;        /* open for reading and writing, or -1 */
+	uint64_t size; /* the file's length */
+	bool unsynced; /* created, and its directory entry not synced yet */
 };
 
 struct spool {
 	struct event_base *base;
 	char *dir;
 	int dirfd;
-	int tmpfd;
-	int queuefd;
+	int slotsfd;
+	int statefd;
 	enum config_durability durability;
 
 	pthread_t thread;
@@ -67,28 +94,42 @@ struct spool {
 	struct spool_stats stats; /* loop thread only */
 	spool_queue_hook hook;    /* takes every committed message */
 	void *hook_arg;
-	int statefd;          /* state/ */
-	int freefd;           /* free/: finished message files kept for reuse */
-	uint32_t *free_names; /* loop thread: the files in free/ ("f<n>"), used as a stack */
-	uint64_t *free_sizes; /* their lengths */
-	size_t nfree;
-	uint32_t free_next; /* next name for a file put into free/ */
-};
 
-/*
- * File recycling. Creating and deleting a file per message costs an inode allocation and a
- * free every time; on ext4 the allocator then walks past every recently freed inode, which
- * grew to most of the CPU time under load (see bench/RESULTS.md). A finished message's file
- * is therefore renamed into free/ and the next message is written over it where it is (cut to
- * its length if the old one was longer), then renamed into queue/ at the commit: two renames
- * per message and no inode allocated. free/ holds no acknowledged mail: it is emptied at
- * start-up.
- */
-#define SPOOL_FREE_MAX 4096
+	struct spool_free *free; /* loop thread: free slots, used as a stack */
+	size_t nfree;
+	unsigned free_fds;  /* how many of them are open */
+	uint32_t next_slot; /* the next slot file to create */
+
+	struct message **found; /* committed messages read at start-up, by id, until recovered */
+	size_t nfound;
+};
 
 static void spool_wake_cb(evutil_socket_t fd, short what, void *arg);
 static void spool_done_cb(evutil_socket_t fd, short what, void *arg);
 static void *spool_sync_main(void *arg);
+
+static void
+spool_slot_name(char name[16], uint32_t slot)
+{
+	snprintf(name, 16, "%" PRIu32, slot);
+}
+
+/* A slot file's name → its number; -1 for anything else (dot files, strays). */
+static int64_t
+spool_slot_parse(const char *name)
+{
+	uint64_t v = 0;
+	const char *p;
+
+	if (name[0] < '0' || name[0] > '9' || (name[0] == '0' && name[1] != '\0'))
+		return -1;
+	for (p = name; *p; p++) {
+		if (*p < '0' || *p > '9' || p - name >= 10)
+			return -1;
+		v = v * 10 + (uint64_t)(*p - '0');
+	}
+	return v < UINT32_MAX ? (int64_t)v : -1;
+}
 
 static int
 spool_mkdirat(int dirfd, const char *name)
@@ -121,229 +162,6 @@ spool_mkdir_p(const char *path)
 	return 0;
 }
 
-/* Remove every file of a directory (free/ at start-up). */
-static void
-spool_clean_dir(int dirfd)
-{
-	struct dirent *de;
-	DIR *d;
-	int fd;
-
-	if ((fd = dup(dirfd)) == -1)
-		return;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return;
-	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL)
-		if (de->d_name[0] != '.')
-			unlinkat(dirfd, de->d_name, 0);
-	closedir(d);
-}
-
-/* Remove leftovers of messages that were never acknowledged. */
-static void
-spool_clean_tmp(struct spool *sp)
-{
-	struct dirent *de;
-	DIR *d;
-	int fd;
-	unsigned n = 0;
-
-	if ((fd = dup(sp->tmpfd)) == -1 || (d = fdopendir(fd)) == NULL) {
-		if (fd >= 0)
-			close(fd);
-		return;
-	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.')
-			continue;
-		if (unlinkat(sp->tmpfd, de->d_name, 0) == 0)
-			n++;
-	}
-	closedir(d);
-	if (n > 0)
-		log_info("spool removed unacknowledged files count=%u dir=%s/tmp", n, sp->dir);
-}
-
-struct spool *
-spool_open(struct event_base *base, const char *dir, enum config_durability durability, char **err)
-{
-	struct spool *sp;
-	const char *what = "allocate";
-
-	*err = NULL;
-	if ((sp = calloc(1, sizeof(*sp))) == NULL)
-		goto fail;
-	sp->dirfd = sp->tmpfd = sp->queuefd = sp->statefd = sp->freefd = -1;
-	sp->wake[0] = sp->wake[1] = -1;
-	sp->base = base;
-	sp->durability = durability;
-	sp->pending_tail = &sp->pending;
-	sp->done_tail = &sp->done;
-	pthread_mutex_init(&sp->lock, NULL);
-	pthread_cond_init(&sp->cond, NULL);
-	if ((sp->dir = strdup(dir)) == NULL)
-		goto fail;
-	what = "create";
-	if (spool_mkdir_p(dir) == -1)
-		goto fail;
-	what = "open";
-	if ((sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
-		goto fail;
-	what = "create tmp/ in";
-	if ((sp->tmpfd = spool_mkdirat(sp->dirfd, "tmp")) == -1)
-		goto fail;
-	what = "create queue/ in";
-	if ((sp->queuefd = spool_mkdirat(sp->dirfd, "queue")) == -1)
-		goto fail;
-	what = "create state/ in";
-	if ((sp->statefd = spool_mkdirat(sp->dirfd, "state")) == -1)
-		goto fail;
-	what = "create free/ in";
-	if ((sp->freefd = spool_mkdirat(sp->dirfd, "free")) == -1 ||
-	    (sp->free_names = calloc(SPOOL_FREE_MAX, sizeof(*sp->free_names))) == NULL ||
-	    (sp->free_sizes = calloc(SPOOL_FREE_MAX, sizeof(*sp->free_sizes))) == NULL)
-		goto fail;
-	what = "write to";
-	if (faccessat(sp->dirfd, "queue", W_OK, AT_EACCESS) == -1)
-		goto fail;
-	spool_clean_tmp(sp);
-	spool_clean_dir(sp->freefd);
-	what = "create a pipe for";
-	if (pipe2(sp->wake, O_NONBLOCK | O_CLOEXEC) == -1)
-		goto fail;
-	if ((sp->wake_ev = event_new(base, sp->wake[0], EV_READ | EV_PERSIST, spool_wake_cb, sp)) ==
-	            NULL ||
-	    event_add(sp->wake_ev, NULL) == -1 ||
-	    (sp->done_ev = event_new(base, -1, 0, spool_done_cb, sp)) == NULL)
-		goto fail;
-	what = "start the sync thread of";
-	if (durability == CONFIG_DURABILITY_FSYNC) {
-		if ((errno = pthread_create(&sp->thread, NULL, spool_sync_main, sp)) != 0)
-			goto fail;
-		sp->thread_started = true;
-	}
-	return sp;
-fail:
-	if (asprintf(err, "cannot %s spool %s: %s", what, dir, strerror(errno)) == -1)
-		*err = NULL;
-	spool_close(sp);
-	return NULL;
-}
-
-/* Run the callbacks of every finished job. Loop thread. */
-static void
-spool_run_done(struct spool *sp)
-{
-	struct spool_job *job, *next;
-
-	pthread_mutex_lock(&sp->lock);
-	job = sp->done;
-	sp->done = NULL;
-	sp->done_tail = &sp->done;
-	pthread_mutex_unlock(&sp->lock);
-	for (; job != NULL; job = next) {
-		next = job->next;
-		if (job->batch_head)
-			stats_observe(STATS_HIST_SPOOL_SYNC, job->sync_ns);
-		if (job->msg != NULL) {
-			if (job->ok)
-				sp->stats.commits++;
-			else
-				sp->stats.failures++;
-		}
-		if (job->cb)
-			job->cb(job->arg, job->id, job->ok);
-		if (job->msg != NULL && job->ok && sp->hook != NULL)
-			sp->hook(sp->hook_arg, job->msg); /* the queue owns it now */
-		else
-			message_free(job->msg);
-		free(job);
-	}
-}
-
-static void
-spool_done_cb(evutil_socket_t fd, short what, void *arg)
-{
-	spool_run_done(arg);
-}
-
-static void
-spool_wake_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct spool *sp = arg;
-	char buf[256];
-
-	while (read(fd, buf, sizeof(buf)) > 0)
-		;
-	spool_run_done(sp);
-}
-
-void
-spool_close(struct spool *sp)
-{
-	if (sp == NULL)
-		return;
-	if (sp->thread_started) {
-		pthread_mutex_lock(&sp->lock);
-		sp->stopping = true;
-		pthread_cond_signal(&sp->cond);
-		pthread_mutex_unlock(&sp->lock);
-		pthread_join(sp->thread, NULL);
-	}
-	spool_run_done(sp);
-	if (sp->wake_ev)
-		event_free(sp->wake_ev);
-	if (sp->done_ev)
-		event_free(sp->done_ev);
-	if (sp->wake[0] >= 0)
-		close(sp->wake[0]);
-	if (sp->wake[1] >= 0)
-		close(sp->wake[1]);
-	if (sp->queuefd >= 0)
-		close(sp->queuefd);
-	if (sp->statefd >= 0)
-		close(sp->statefd);
-	if (sp->freefd >= 0)
-		close(sp->freefd);
-	free(sp->free_names);
-	free(sp->free_sizes);
-	if (sp->tmpfd >= 0)
-		close(sp->tmpfd);
-	if (sp->dirfd >= 0)
-		close(sp->dirfd);
-	pthread_cond_destroy(&sp->cond);
-	pthread_mutex_destroy(&sp->lock);
-	free(sp->dir);
-	free(sp);
-}
-
-/* Write all of buf to fd with writev from its chains (no copy), draining what was written. */
-static int
-spool_write_buffer(int fd, struct evbuffer *buf)
-{
-	struct iovec iov[SPOOL_IOV];
-	int n;
-	ssize_t w;
-
-	while (evbuffer_get_length(buf) > 0) {
-		n = evbuffer_peek(buf, -1, NULL, (struct evbuffer_iovec *)iov, SPOOL_IOV);
-		if (n > SPOOL_IOV)
-			n = SPOOL_IOV;
-		w = writev(fd, iov, n);
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		evbuffer_drain(buf, (size_t)w);
-	}
-	return 0;
-}
-
 static int
 spool_envelope(struct evbuffer *env, const struct message *msg)
 {
@@ -353,7 +171,7 @@ spool_envelope(struct evbuffer *env, const struct message *msg)
 	size_t i;
 	int r = 0;
 
-	r |= evbuffer_add_printf(env, "petrel-spool 1\nid %s\narrival %lld.%06ld\n", msg->id,
+	r |= evbuffer_add_printf(env, "id %s\narrival %lld.%06ld\n", msg->id,
 	                         (long long)msg->arrival.tv_sec, (long)msg->arrival.tv_usec) < 0;
 	r |= evbuffer_add_printf(env, "client %s\nhelo %s\nprotocol %s\nfrom <%s>\n",
 	                         msg->client_addr, msg->helo ? msg->helo : "", msg->protocol,
@@ -400,380 +218,6 @@ spool_envelope(struct evbuffer *env, const struct message *msg)
 	return r ? -1 : 0;
 }
 
-/* Where msg's file is while it is written: free/f<n> (recycled) or tmp/<id>. */
-static void
-spool_work_name(const struct spool *sp, const struct message *msg, int *dirfd, char *name,
-                size_t size)
-{
-	if (msg->spool_free >= 0) {
-		*dirfd = sp->freefd;
-		snprintf(name, size, "f%" PRIu32, (uint32_t)msg->spool_free);
-	} else {
-		*dirfd = sp->tmpfd;
-		snprintf(name, size, "%s", msg->id);
-	}
-}
-
-static void
-spool_unlink_work(const struct spool *sp, const struct message *msg)
-{
-	char name[MESSAGE_ID_LEN + 1];
-	int dirfd;
-
-	spool_work_name(sp, msg, &dirfd, name, sizeof(name));
-	unlinkat(dirfd, name, 0);
-}
-
-int
-spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen)
-{
-	struct evbuffer *env;
-	int saved;
-
-	if (msg->fd >= 0)
-		return 0;
-	if ((env = evbuffer_new()) == NULL)
-		return -1;
-	if (spool_envelope(env, msg) == -1 || evbuffer_add(env, header, hlen) == -1) {
-		evbuffer_free(env);
-		errno = ENOMEM;
-		return -1;
-	}
-	msg->fd = -1;
-	msg->spool_old_size = 0;
-	msg->spool_free = -1;
-	while (msg->fd == -1 && sp->nfree > 0) {
-		/* Reuse a finished message's file where it is (see "File recycling" above): the
-		 * commit renames it into queue/ as it does a new file from tmp/. */
-		char name[16];
-		--sp->nfree;
-		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_names[sp->nfree]);
-		if ((msg->fd = openat(sp->freefd, name, O_RDWR | O_CLOEXEC)) == -1) {
-			unlinkat(sp->freefd, name, 0);
-			continue;
-		}
-		msg->spool_free = sp->free_names[sp->nfree];
-		msg->spool_old_size = sp->free_sizes[sp->nfree];
-	}
-	if (msg->fd == -1)
-		msg->fd = openat(sp->tmpfd, msg->id, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	msg->data_offset = evbuffer_get_length(env) - hlen;
-	msg->data_len = hlen;
-	msg->spool_written = 0;
-	/* The envelope goes out with the first body bytes, in the same writev (one system call
-	 * for a small message's whole file). */
-	if (msg->fd == -1 || evbuffer_prepend_buffer(msg->body, env) == -1)
-		goto fail;
-	evbuffer_free(env);
-	return 0;
-fail:
-	saved = errno;
-	evbuffer_free(env);
-	if (msg->fd >= 0) {
-		close(msg->fd);
-		msg->fd = -1;
-		spool_unlink_work(sp, msg);
-	}
-	errno = saved;
-	return -1;
-}
-
-int
-spool_msg_write(struct spool *sp, struct message *msg)
-{
-	size_t n = evbuffer_get_length(msg->body);
-
-	if (msg->fd < 0) {
-		errno = EBADF;
-		return -1;
-	}
-	/* The body may start with the envelope (spool_msg_begin): data is what follows it. */
-	msg->data_len = msg->spool_written + n - msg->data_offset;
-	msg->spool_written += n;
-	return spool_write_buffer(msg->fd, msg->body);
-}
-
-void
-spool_msg_abort(struct spool *sp, struct message *msg)
-{
-	if (msg == NULL)
-		return;
-	if (msg->fd >= 0) {
-		close(msg->fd);
-		msg->fd = -1;
-		spool_unlink_work(sp, msg);
-	}
-	message_free(msg);
-}
-
-/* Hand a finished job back to the loop. Takes the lock. */
-static void
-spool_post_done(struct spool *sp, struct spool_job *head, struct spool_job **tail)
-{
-	pthread_mutex_lock(&sp->lock);
-	*sp->done_tail = head;
-	sp->done_tail = tail;
-	pthread_mutex_unlock(&sp->lock);
-	(void)!write(sp->wake[1], "", 1);
-}
-
-struct spool_job *
-spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void *arg)
-{
-	struct spool_job *job;
-	int saved;
-
-	if ((job = calloc(1, sizeof(*job))) == NULL)
-		goto fail;
-	memcpy(job->id, msg->id, sizeof(job->id));
-	job->cb = cb;
-	job->arg = arg;
-	job->ok = true;
-	spool_work_name(sp, msg, &job->workfd, job->work, sizeof(job->work));
-	if (spool_msg_write(sp, msg) == -1)
-		goto fail;
-	/* A recycled file longer than this message is cut at what was written (only then: a
-	 * truncate costs a journaled inode update even when the length does not change). */
-	if (msg->spool_old_size > msg->data_offset + msg->data_len &&
-	    ftruncate(msg->fd, (off_t)(msg->data_offset + msg->data_len)) == -1) {
-		close(msg->fd);
-		msg->fd = -1;
-		spool_unlink_work(sp, msg);
-		goto fail;
-	}
-	/* msg->fd stays open: the queue reads the first delivery from it (message.h). */
-	job->msg = msg;
-
-	if (sp->durability == CONFIG_DURABILITY_NONE) {
-		if (renameat(job->workfd, job->work, sp->queuefd, job->id) == -1) {
-			log_error("spool rename failed id=%s error=\"%s\"", job->id,
-			          strerror(errno));
-			unlinkat(job->workfd, job->work, 0);
-			job->ok = false;
-		}
-		/* Done on the loop thread: its callback runs from the loop (never inside the
-		 * caller's), without a write to the thread's pipe. */
-		pthread_mutex_lock(&sp->lock);
-		*sp->done_tail = job;
-		sp->done_tail = &job->next;
-		pthread_mutex_unlock(&sp->lock);
-		event_active(sp->done_ev, 0, 0);
-		return job;
-	}
-	pthread_mutex_lock(&sp->lock);
-	*sp->pending_tail = job;
-	sp->pending_tail = &job->next;
-	pthread_cond_signal(&sp->cond);
-	pthread_mutex_unlock(&sp->lock);
-	return job;
-fail:
-	saved = errno;
-	log_error("spool write failed id=%s error=\"%s\"", msg->id, strerror(saved));
-	free(job);
-	spool_msg_abort(sp, msg);
-	errno = saved;
-	return NULL;
-}
-
-void
-spool_job_cancel(struct spool_job *job)
-{
-	if (job != NULL)
-		job->cb = NULL;
-}
-
-/*
- * The sync thread: take every pending job at once, make their files durable with one syncfs,
- * move them into queue/, make the renames durable with one fsync of queue/, hand them back.
- * A failure fails the whole batch, and the files are removed: no 250 was sent for them.
- */
-static void *
-spool_sync_main(void *arg)
-{
-	struct spool *sp = arg;
-	struct spool_job *batch, *job, **tail;
-	uint64_t start;
-	bool stop;
-
-	for (;;) {
-		pthread_mutex_lock(&sp->lock);
-		while (sp->pending == NULL && !sp->stopping)
-			pthread_cond_wait(&sp->cond, &sp->lock);
-		batch = sp->pending;
-		tail = sp->pending_tail;
-		sp->pending = NULL;
-		sp->pending_tail = &sp->pending;
-		stop = sp->stopping;
-		pthread_mutex_unlock(&sp->lock);
-		if (batch == NULL) {
-			if (stop)
-				break;
-			continue;
-		}
-
-		start = stats_now_ns(); /* only the clock: the registry belongs to the loop */
-		if (syncfs(sp->tmpfd) == -1) {
-			log_error("spool syncfs failed dir=%s error=\"%s\"", sp->dir,
-			          strerror(errno));
-			for (job = batch; job != NULL; job = job->next)
-				job->ok = false;
-		}
-		for (job = batch; job != NULL; job = job->next) {
-			if (job->msg == NULL)
-				continue; /* a sync-only job: the syncfs was all it needed */
-			if (job->ok &&
-			    renameat(job->workfd, job->work, sp->queuefd, job->id) == -1) {
-				log_error("spool rename failed id=%s error=\"%s\"", job->id,
-				          strerror(errno));
-				job->ok = false;
-			}
-			if (!job->ok)
-				unlinkat(job->workfd, job->work, 0);
-		}
-		if (fsync(sp->queuefd) == -1) {
-			/* The renames may not survive a crash: take the files back out, fail them.
-			 */
-			log_error("spool fsync failed dir=%s/queue error=\"%s\"", sp->dir,
-			          strerror(errno));
-			for (job = batch; job != NULL; job = job->next) {
-				if (job->ok && job->msg != NULL)
-					unlinkat(sp->queuefd, job->id, 0);
-				job->ok = false;
-			}
-		}
-		batch->batch_head = true;
-		batch->sync_ns = stats_now_ns() - start;
-		pthread_mutex_lock(&sp->lock);
-		sp->stats.batches++;
-		pthread_mutex_unlock(&sp->lock);
-		spool_post_done(sp, batch, tail);
-	}
-	return NULL;
-}
-
-void
-spool_get_stats(const struct spool *sp, struct spool_stats *out)
-{
-	*out = sp->stats;
-	pthread_mutex_lock((pthread_mutex_t *)&sp->lock);
-	out->batches = sp->stats.batches;
-	pthread_mutex_unlock((pthread_mutex_t *)&sp->lock);
-}
-
-int
-spool_read_entry(int dirfd, const char *name, struct spool_entry *e)
-{
-	struct message *msg;
-
-	memset(e, 0, sizeof(*e));
-	if (spool_read_message(dirfd, name, &msg) == -1)
-		return -1;
-	snprintf(e->id, sizeof(e->id), "%s", msg->id);
-	snprintf(e->from, sizeof(e->from), "%s", msg->from);
-	e->nrcpts = (unsigned)msg->nrcpts;
-	e->size = msg->data_len;
-	message_free(msg);
-	return 0;
-}
-
-static int
-spool_name_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-long
-spool_scan(struct spool *sp, spool_scan_cb cb, void *arg)
-{
-	struct spool_entry e;
-	struct dirent *de;
-	char **names = NULL, **grown;
-	size_t n = 0, cap = 0, i;
-	long count = 0;
-	DIR *d;
-	int fd;
-
-	if ((fd = dup(sp->queuefd)) == -1)
-		return -1;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
-	while ((de = readdir(d)) != NULL) {
-		if (!message_id_valid(de->d_name))
-			continue;
-		if (n == cap) {
-			cap = cap ? cap * 2 : 256;
-			if ((grown = realloc(names, cap * sizeof(*names))) == NULL)
-				goto fail;
-			names = grown;
-		}
-		if ((names[n] = strdup(de->d_name)) == NULL)
-			goto fail;
-		n++;
-	}
-	closedir(d);
-	d = NULL;
-	if (n > 1)
-		qsort(names, n, sizeof(*names), spool_name_cmp);
-	for (i = 0; i < n; i++) {
-		if (spool_read_entry(sp->queuefd, names[i], &e) == -1) {
-			log_warn("spool malformed file=%s/queue/%s (kept, not listed)", sp->dir,
-			         names[i]);
-			continue;
-		}
-		count++;
-		if (cb)
-			cb(arg, &e);
-	}
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	return count;
-fail:
-	if (d)
-		closedir(d);
-	for (i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
-	return -1;
-}
-
-void
-spool_set_queue_hook(struct spool *sp, spool_queue_hook hook, void *arg)
-{
-	sp->hook = hook;
-	sp->hook_arg = arg;
-}
-
-void
-spool_sync_soon(struct spool *sp)
-{
-	struct spool_job *job;
-
-	if (sp->durability == CONFIG_DURABILITY_NONE)
-		return;
-	if ((job = calloc(1, sizeof(*job))) == NULL)
-		return; /* the next commit's syncfs covers it anyway */
-	job->ok = true;
-	pthread_mutex_lock(&sp->lock);
-	*sp->pending_tail = job;
-	sp->pending_tail = &job->next;
-	pthread_cond_signal(&sp->cond);
-	pthread_mutex_unlock(&sp->lock);
-}
-
-int
-spool_open_data(struct spool *sp, const char *id)
-{
-	if (!message_id_valid(id)) {
-		errno = EINVAL;
-		return -1;
-	}
-	return openat(sp->queuefd, id, O_RDONLY | O_CLOEXEC);
-}
-
 /* "SUCCESS,FAILURE" → bits */
 static unsigned
 spool_parse_notify(const char *v)
@@ -815,48 +259,522 @@ spool_parse_rcpt(struct message *msg, char *line)
 	return message_add_rcpt(msg, lt + 1, notify, orcpt);
 }
 
-int
-spool_load(struct spool *sp, const char *id, struct message **out)
+/* Write 'F' over a slot's state byte: whatever it held is no longer a message. */
+static int
+spool_mark_free(int fd)
 {
-	return spool_read_message(sp->queuefd, id, out);
+	ssize_t w;
+
+	do
+		w = pwrite(fd, "F", 1, SPOOL_RECORD_STATE_OFF);
+	while (w == -1 && errno == EINTR);
+	return w == 1 ? 0 : -1;
+}
+
+/* Put a free slot on the stack (fd: open, or -1). Past SPOOL_FREE_MAX its file goes. */
+static void
+spool_free_push(struct spool *sp, uint32_t slot, int fd, uint64_t size, bool unsynced)
+{
+	char name[16];
+
+	if (sp->nfree >= SPOOL_FREE_MAX) {
+		if (fd >= 0)
+			close(fd);
+		spool_slot_name(name, slot);
+		unlinkat(sp->slotsfd, name, 0);
+		return;
+	}
+	if (fd >= 0 && sp->free_fds >= SPOOL_FREE_FDS) {
+		close(fd);
+		fd = -1;
+	}
+	if (fd >= 0)
+		sp->free_fds++;
+	sp->free[sp->nfree++] =
+	        (struct spool_free){ .slot = slot, .fd = fd, .size = size, .unsynced = unsynced };
+}
+
+/* The length of msg's slot file as far as we know: its old length or what was written. */
+static uint64_t
+spool_msg_file_size(const struct message *msg)
+{
+	uint64_t written = SPOOL_RECORD_LEN + msg->spool_written;
+
+	return msg->spool_old_size > written ? msg->spool_old_size : written;
+}
+
+/* msg gives its slot back (marked free, then reused). Takes msg->fd. */
+static void
+spool_slot_release(struct spool *sp, struct message *msg)
+{
+	char name[16];
+	int fd = msg->fd;
+
+	if (msg->spool_slot < 0)
+		return;
+	msg->fd = -1;
+	spool_slot_name(name, (uint32_t)msg->spool_slot);
+	if (fd < 0)
+		fd = openat(sp->slotsfd, name, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || spool_mark_free(fd) == -1) {
+		/* Not reused: if the mark did not land, the file may still read as committed. */
+		log_error("spool cannot mark slot free slot=%s/slots/%s id=%s error=\"%s\"",
+		          sp->dir, name, msg->id, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+	} else {
+		spool_free_push(sp, (uint32_t)msg->spool_slot, fd, spool_msg_file_size(msg),
+		                msg->spool_new_file);
+	}
+	msg->spool_slot = -1;
+}
+
+/* Take a slot for msg: the most recently freed one, else a new file. 0 or -1 (errno). */
+static int
+spool_slot_take(struct spool *sp, struct message *msg)
+{
+	char name[16];
+	int fd, tries;
+
+	while (sp->nfree > 0) {
+		struct spool_free f = sp->free[--sp->nfree];
+
+		if (f.fd >= 0) {
+			sp->free_fds--;
+			fd = f.fd;
+		} else if ((fd = openat(sp->slotsfd, (spool_slot_name(name, f.slot), name),
+		                        O_RDWR | O_CLOEXEC)) == -1) {
+			continue; /* gone (removed by hand?): the next one */
+		}
+		msg->fd = fd;
+		msg->spool_slot = f.slot;
+		msg->spool_old_size = f.size;
+		msg->spool_new_file = f.unsynced;
+		return 0;
+	}
+	for (tries = 0; tries < 1000; tries++) {
+		uint32_t slot = sp->next_slot++;
+
+		spool_slot_name(name, slot);
+		fd = openat(sp->slotsfd, name, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd >= 0) {
+			msg->fd = fd;
+			msg->spool_slot = slot;
+			msg->spool_old_size = 0;
+			msg->spool_new_file = true;
+			return 0;
+		}
+		if (errno != EEXIST)
+			return -1;
+	}
+	errno = EEXIST;
+	return -1;
+}
+
+/*
+ * Write msg->body into its slot after what is already there, draining it; with `record`, the
+ * commit record goes first, at offset 0, in the same writev. Feeds msg->spool_sum if there is
+ * one. 0 or -1 (errno).
+ */
+static int
+spool_write_chain(struct message *msg, const char *record)
+{
+	struct iovec iov[SPOOL_IOV];
+	size_t skip;
+	ssize_t w;
+	off_t off;
+	int n, k, i;
+
+	while (record != NULL || evbuffer_get_length(msg->body) > 0) {
+		k = 0;
+		off = (off_t)(SPOOL_RECORD_LEN + msg->spool_written);
+		if (record != NULL) {
+			iov[0].iov_base = (void *)record;
+			iov[0].iov_len = SPOOL_RECORD_LEN;
+			k = 1;
+			off = 0;
+		}
+		n = evbuffer_peek(msg->body, -1, NULL, (struct evbuffer_iovec *)(iov + k),
+		                  SPOOL_IOV - k);
+		if (n > SPOOL_IOV - k)
+			n = SPOOL_IOV - k;
+		w = pwritev(msg->fd, iov, n + k, off);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		if (record != NULL) {
+			if (w < SPOOL_RECORD_LEN) {
+				errno = EIO; /* a short write inside the record: give up */
+				return -1;
+			}
+			w -= SPOOL_RECORD_LEN;
+			record = NULL;
+		}
+		if (msg->spool_sum != NULL)
+			for (i = k, skip = (size_t)w; i < n + k && skip > 0; i++) {
+				size_t len = iov[i].iov_len < skip ? iov[i].iov_len : skip;
+				spool_sum_update(msg->spool_sum, iov[i].iov_base, len);
+				skip -= len;
+			}
+		evbuffer_drain(msg->body, (size_t)w);
+		msg->spool_written += (uint64_t)w;
+	}
+	return 0;
 }
 
 int
-spool_read_message(int queuefd, const char *id, struct message **out)
+spool_msg_begin(struct spool *sp, struct message *msg, const char *header, size_t hlen)
 {
-	struct message *msg = NULL;
+	struct evbuffer *env;
+	int saved;
+
+	if (msg->spool_slot >= 0)
+		return 0;
+	if ((env = evbuffer_new()) == NULL)
+		return -1;
+	if (spool_envelope(env, msg) == -1 || evbuffer_add(env, header, hlen) == -1) {
+		evbuffer_free(env);
+		errno = ENOMEM;
+		return -1;
+	}
+	msg->spool_written = 0;
+	msg->data_offset = SPOOL_RECORD_LEN + evbuffer_get_length(env) - hlen;
+	msg->data_len = hlen;
+	if (spool_slot_take(sp, msg) == -1)
+		goto fail;
+	/* The envelope goes out with the first body bytes, in the same writev (one system call
+	 * for a small message's whole file, commit record included). */
+	if (evbuffer_prepend_buffer(msg->body, env) == -1) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	evbuffer_free(env);
+	return 0;
+fail:
+	saved = errno;
+	evbuffer_free(env);
+	spool_slot_release(sp, msg);
+	errno = saved;
+	return -1;
+}
+
+int
+spool_msg_write(struct spool *sp, struct message *msg)
+{
+	(void)sp;
+	if (msg->fd < 0) {
+		errno = EBADF;
+		return -1;
+	}
+	/* Written piecewise: the checksum runs along, the record comes last (commit). */
+	if (msg->spool_sum == NULL && (msg->spool_sum = spool_sum_new()) == NULL) {
+		errno = ENOMEM;
+		return -1;
+	}
+	return spool_write_chain(msg, NULL);
+}
+
+void
+spool_msg_abort(struct spool *sp, struct message *msg)
+{
+	if (msg == NULL)
+		return;
+	spool_slot_release(sp, msg);
+	message_free(msg);
+}
+
+/* Hand a finished job back to the loop. Takes the lock. */
+static void
+spool_post_done(struct spool *sp, struct spool_job *head, struct spool_job **tail)
+{
+	pthread_mutex_lock(&sp->lock);
+	*sp->done_tail = head;
+	sp->done_tail = tail;
+	pthread_mutex_unlock(&sp->lock);
+	(void)!write(sp->wake[1], "", 1);
+}
+
+/*
+ * Write the record and all of msg->body (n pieces in vec) at offset 0, then keep the message
+ * data in memory: the envelope is drained and the rest of the chain becomes msg->data_mem, so
+ * the first deliveries send it from there (no copy, no file read). 0 or -1 (errno).
+ */
+static int
+spool_write_keep(struct message *msg, const char *record, const struct evbuffer_iovec *vec, int n)
+{
+	struct iovec iov[SPOOL_IOV + 1];
+	struct iovec *p = iov;
+	size_t total = SPOOL_RECORD_LEN, done = 0;
+	ssize_t w;
+	int i, cnt = n + 1;
+
+	iov[0].iov_base = (void *)record;
+	iov[0].iov_len = SPOOL_RECORD_LEN;
+	for (i = 0; i < n; i++) {
+		iov[i + 1].iov_base = vec[i].iov_base;
+		iov[i + 1].iov_len = vec[i].iov_len;
+		total += vec[i].iov_len;
+	}
+	while (done < total) {
+		w = pwritev(msg->fd, p, cnt, (off_t)done);
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		done += (size_t)w;
+		while (cnt > 0 && (size_t)w >= p->iov_len) { /* a short write: go on after it */
+			w -= (ssize_t)p->iov_len;
+			p++;
+			cnt--;
+		}
+		if (cnt > 0) {
+			p->iov_base = (char *)p->iov_base + w;
+			p->iov_len -= (size_t)w;
+		}
+	}
+	msg->spool_written = total - SPOOL_RECORD_LEN;
+	evbuffer_drain(msg->body, (size_t)(msg->data_offset - SPOOL_RECORD_LEN));
+	msg->data_mem = msg->body;
+	msg->body = NULL;
+	return 0;
+}
+
+/* Write what is left of msg and its commit record. 0 or -1 (errno). */
+static int
+spool_msg_finish(struct message *msg)
+{
+	struct evbuffer_iovec vec[SPOOL_IOV];
+	struct spool_record rec = { .state = SPOOL_SLOT_QUEUED };
+	char record[SPOOL_RECORD_LEN];
+	size_t left = evbuffer_get_length(msg->body);
+	uint64_t total = msg->spool_written + left; /* bytes after the record */
+	int n;
+
+	memcpy(rec.id, msg->id, sizeof(rec.id));
+	rec.len = total;
+	msg->data_len = SPOOL_RECORD_LEN + total - msg->data_offset;
+	if (msg->spool_sum == NULL) {
+		/* Nothing written yet (the usual small message): checksum the chain, then record
+		 * and chain in one writev. A chain in too many pieces is written piecewise. */
+		n = evbuffer_peek(msg->body, -1, NULL, NULL, 0); /* how many pieces */
+		if (n <= SPOOL_IOV) {
+			n = evbuffer_peek(msg->body, -1, NULL, vec, n);
+			rec.sum = spool_sum_iov((const struct iovec *)vec, n, left);
+			spool_record_format(record, &rec);
+			if (msg->data_len <= SPOOL_KEEP_MAX)
+				return spool_write_keep(msg, record, vec, n);
+			return spool_write_chain(msg, record);
+		}
+		if ((msg->spool_sum = spool_sum_new()) == NULL) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	if (spool_write_chain(msg, NULL) == -1)
+		return -1;
+	rec.sum = spool_sum_digest(msg->spool_sum);
+	spool_record_format(record, &rec);
+	if (pwrite(msg->fd, record, SPOOL_RECORD_LEN, 0) != SPOOL_RECORD_LEN) {
+		if (errno == 0)
+			errno = EIO;
+		return -1;
+	}
+	return 0;
+}
+
+struct spool_job *
+spool_msg_commit(struct spool *sp, struct message *msg, spool_commit_cb cb, void *arg)
+{
+	struct spool_job *job;
+	uint64_t end;
+	int saved;
+
+	if ((job = calloc(1, sizeof(*job))) == NULL)
+		goto fail;
+	memcpy(job->id, msg->id, sizeof(job->id));
+	job->cb = cb;
+	job->arg = arg;
+	job->ok = true;
+	job->new_file = msg->spool_new_file;
+	if (msg->fd < 0) {
+		errno = EBADF;
+		goto fail;
+	}
+	errno = 0;
+	if (spool_msg_finish(msg) == -1)
+		goto fail;
+	spool_sum_free(msg->spool_sum);
+	msg->spool_sum = NULL;
+	/* A recycled file much longer than this message is cut (only then: a truncate costs a
+	 * journaled inode update even when the length does not change). */
+	end = SPOOL_RECORD_LEN + msg->spool_written;
+	if (msg->spool_old_size > end + SPOOL_SHRINK) {
+		if (ftruncate(msg->fd, (off_t)end) == -1)
+			goto fail;
+		msg->spool_old_size = end;
+	}
+	/* msg->fd stays open: the queue reads deliveries from it (message.h). */
+	job->msg = msg;
+
+	if (sp->durability == CONFIG_DURABILITY_NONE) {
+		/* Done on the loop thread: its callback runs from the loop (never inside the
+		 * caller's), without a write to the thread's pipe. */
+		pthread_mutex_lock(&sp->lock);
+		*sp->done_tail = job;
+		sp->done_tail = &job->next;
+		pthread_mutex_unlock(&sp->lock);
+		event_active(sp->done_ev, 0, 0);
+		return job;
+	}
+	pthread_mutex_lock(&sp->lock);
+	*sp->pending_tail = job;
+	sp->pending_tail = &job->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+	return job;
+fail:
+	saved = errno;
+	log_error("spool write failed id=%s error=\"%s\"", msg->id, strerror(saved));
+	free(job);
+	spool_msg_abort(sp, msg);
+	errno = saved;
+	return NULL;
+}
+
+void
+spool_job_cancel(struct spool_job *job)
+{
+	if (job != NULL)
+		job->cb = NULL;
+}
+
+/*
+ * The sync thread: take every pending job at once, make their files durable with one syncfs
+ * (and slots/ with one fsync when a slot file was created), hand them back. A failure fails the
+ * whole batch: no 250 is sent for them, and the loop frees their slots.
+ */
+static void *
+spool_sync_main(void *arg)
+{
+	struct spool *sp = arg;
+	struct spool_job *batch, *job, **tail;
+	uint64_t start;
+	bool stop, new_file;
+
+	for (;;) {
+		pthread_mutex_lock(&sp->lock);
+		while (sp->pending == NULL && !sp->stopping)
+			pthread_cond_wait(&sp->cond, &sp->lock);
+		batch = sp->pending;
+		tail = sp->pending_tail;
+		sp->pending = NULL;
+		sp->pending_tail = &sp->pending;
+		stop = sp->stopping;
+		pthread_mutex_unlock(&sp->lock);
+		if (batch == NULL) {
+			if (stop)
+				break;
+			continue;
+		}
+
+		start = stats_now_ns(); /* only the clock: the registry belongs to the loop */
+		new_file = false;
+		for (job = batch; job != NULL; job = job->next)
+			new_file |= job->new_file;
+		if (syncfs(sp->slotsfd) == -1 || (new_file && fsync(sp->slotsfd) == -1)) {
+			log_error("spool sync failed dir=%s error=\"%s\"", sp->dir,
+			          strerror(errno));
+			for (job = batch; job != NULL; job = job->next)
+				job->ok = false;
+		}
+		batch->batch_head = true;
+		batch->sync_ns = stats_now_ns() - start;
+		pthread_mutex_lock(&sp->lock);
+		sp->stats.batches++;
+		pthread_mutex_unlock(&sp->lock);
+		spool_post_done(sp, batch, tail);
+	}
+	return NULL;
+}
+
+/* Run the callbacks of every finished job. Loop thread. */
+static void
+spool_run_done(struct spool *sp)
+{
+	struct spool_job *job, *next;
+
+	pthread_mutex_lock(&sp->lock);
+	job = sp->done;
+	sp->done = NULL;
+	sp->done_tail = &sp->done;
+	pthread_mutex_unlock(&sp->lock);
+	for (; job != NULL; job = next) {
+		next = job->next;
+		if (job->batch_head)
+			stats_observe(STATS_HIST_SPOOL_SYNC, job->sync_ns);
+		if (job->msg != NULL) {
+			if (job->ok) {
+				job->msg->spool_new_file = false; /* slots/ was synced with it */
+				sp->stats.commits++;
+			} else {
+				sp->stats.failures++;
+			}
+		}
+		if (job->cb)
+			job->cb(job->arg, job->id, job->ok);
+		if (job->msg != NULL && job->ok && sp->hook != NULL)
+			sp->hook(sp->hook_arg, job->msg); /* the queue owns it now */
+		else if (job->msg != NULL && !job->ok)
+			spool_msg_abort(sp, job->msg); /* no 250 was sent: the slot is free again */
+		else
+			message_free(job->msg); /* committed, nobody to take it: it stays */
+		free(job);
+	}
+}
+
+static void
+spool_done_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	spool_run_done(arg);
+}
+
+static void
+spool_wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct spool *sp = arg;
+	char buf[256];
+
+	(void)what;
+	while (read(fd, buf, sizeof(buf)) > 0)
+		;
+	spool_run_done(sp);
+}
+
+/*
+ * Parse the envelope of a slot file from f (positioned after the record) into msg; *header is
+ * the envelope's length, empty line included. 0 or -1.
+ */
+static int
+spool_parse_envelope(FILE *f, struct message *msg, uint64_t *header)
+{
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
-	uint64_t header = 0;
-	struct stat st;
-	FILE *f = NULL;
-	int fd, first = 1, ok = 0;
+	int ok = -1;
 
-	*out = NULL;
-	if (!message_id_valid(id)) {
-		errno = EINVAL;
-		return -1;
-	}
-	if ((fd = openat(queuefd, id, O_RDONLY | O_CLOEXEC)) == -1)
-		return -1;
-	if (fstat(fd, &st) == -1 || (f = fdopen(fd, "r")) == NULL) {
-		close(fd);
-		return -1;
-	}
-	if ((msg = message_new()) == NULL)
-		goto done;
+	*header = 0;
 	while ((n = getline(&line, &cap, f)) > 0) {
-		header += (uint64_t)n;
+		*header += (uint64_t)n;
 		if (line[n - 1] != '\n')
 			break;
 		line[--n] = '\0';
-		if (first) {
-			if (strcmp(line, "petrel-spool 1") != 0)
-				break;
-			first = 0;
-		} else if (n == 0) {
-			ok = 1;
+		if (n == 0) {
+			ok = 0;
 			break;
 		} else if (strncmp(line, "id ", 3) == 0) {
 			snprintf(msg->id, sizeof(msg->id), "%s", line + 3);
@@ -893,19 +811,534 @@ spool_read_message(int queuefd, const char *id, struct message **out)
 				break;
 		}
 	}
-done:
 	free(line);
-	fclose(f);
-	if (!ok || msg == NULL || strcmp(msg->id, id) != 0 || msg->from == NULL ||
-	    msg->nrcpts == 0 || (uint64_t)st.st_size < header) {
+	return ok;
+}
+
+/* Does the checksum of the `len` bytes after the record match? 0, or -1 (errno: EINVAL for a
+ * mismatch or a short file, else from pread). */
+static int
+spool_verify_sum(int fd, const struct spool_record *rec)
+{
+	struct spool_sum *sum;
+	char *buf;
+	uint64_t done = 0;
+	ssize_t n;
+	int rc = -1;
+
+	if ((sum = spool_sum_new()) == NULL || (buf = malloc(SPOOL_READ_CHUNK)) == NULL) {
+		spool_sum_free(sum);
+		errno = ENOMEM;
+		return -1;
+	}
+	while (done < rec->len) {
+		size_t want = rec->len - done < SPOOL_READ_CHUNK ? (size_t)(rec->len - done)
+		                                                 : SPOOL_READ_CHUNK;
+		n = pread(fd, buf, want, (off_t)(SPOOL_RECORD_LEN + done));
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			if (n == 0)
+				errno = EINVAL; /* shorter than recorded: torn */
+			goto done;
+		}
+		spool_sum_update(sum, buf, (size_t)n);
+		done += (uint64_t)n;
+	}
+	if (spool_sum_digest(sum) == rec->sum)
+		rc = 0;
+	else
+		errno = EINVAL;
+done:
+	free(buf);
+	spool_sum_free(sum);
+	return rc;
+}
+
+/* Read the commit record of an open slot file. 0, or -1 (errno ENOENT: not a record at all). */
+static int
+spool_read_record(int fd, struct spool_record *rec)
+{
+	char buf[SPOOL_RECORD_LEN];
+	ssize_t n;
+
+	do
+		n = pread(fd, buf, sizeof(buf), 0);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return -1;
+	if (spool_record_parse(buf, (size_t)n, rec) == -1) {
+		errno = ENOENT;
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * Read slot file fd (slot number `slot`) as a committed message into *out (fd stays the
+ * caller's; msg->fd is -1). 0, or -1 with errno: ENOENT when the slot is free (state F, or no
+ * record: a new file's zeros), EINVAL when its record says queued but the file does not match it
+ * (torn by a crash: never acknowledged), else from the system.
+ */
+static int
+spool_read_slot(int fd, uint32_t slot, struct message **out)
+{
+	struct spool_record rec;
+	struct message *msg = NULL;
+	uint64_t header;
+	struct stat st;
+	FILE *f = NULL;
+	int dupfd, saved;
+
+	*out = NULL;
+	if (spool_read_record(fd, &rec) == -1)
+		return -1;
+	if (rec.state != SPOOL_SLOT_QUEUED) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (fstat(fd, &st) == -1 || spool_verify_sum(fd, &rec) == -1)
+		return -1;
+	if ((dupfd = dup(fd)) == -1)
+		return -1;
+	if (lseek(dupfd, SPOOL_RECORD_LEN, SEEK_SET) == -1 || (f = fdopen(dupfd, "r")) == NULL) {
+		saved = errno;
+		close(dupfd);
+		errno = saved;
+		return -1;
+	}
+	if ((msg = message_new()) == NULL) {
+		fclose(f);
+		errno = ENOMEM;
+		return -1;
+	}
+	if (spool_parse_envelope(f, msg, &header) == -1 || strcmp(msg->id, rec.id) != 0 ||
+	    msg->from == NULL || msg->nrcpts == 0 || header > rec.len) {
+		fclose(f);
 		message_free(msg);
 		errno = EINVAL;
 		return -1;
 	}
-	msg->data_offset = header;
-	msg->data_len = (uint64_t)st.st_size - header;
+	fclose(f);
+	msg->spool_slot = slot;
+	msg->spool_old_size = (uint64_t)st.st_size;
+	msg->spool_written = rec.len;
+	msg->data_offset = SPOOL_RECORD_LEN + header;
+	msg->data_len = rec.len - header;
 	*out = msg;
 	return 0;
+}
+
+static int
+spool_msg_id_cmp(const void *a, const void *b)
+{
+	return strcmp((*(struct message *const *)a)->id, (*(struct message *const *)b)->id);
+}
+
+/* Append msg to a growing array. 0 or -1 (ENOMEM). */
+static int
+spool_msgs_add(struct message ***v, size_t *n, size_t *cap, struct message *msg)
+{
+	struct message **grown;
+
+	if (*n == *cap) {
+		size_t c = *cap ? *cap * 2 : 64;
+		if ((grown = realloc(*v, c * sizeof(**v))) == NULL)
+			return -1;
+		*v = grown;
+		*cap = c;
+	}
+	(*v)[(*n)++] = msg;
+	return 0;
+}
+
+/* Read every slot at start-up: committed messages into sp->found, the rest onto the free
+ * stack (torn ones marked free first). 0 or -1 (errno). */
+static int
+spool_load_slots(struct spool *sp)
+{
+	struct message *msg;
+	struct dirent *de;
+	struct stat st;
+	size_t cap = 0;
+	unsigned torn = 0, unreadable = 0;
+	int64_t slot;
+	DIR *d;
+	int fd;
+
+	if ((fd = dup(sp->slotsfd)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL) {
+		if ((slot = spool_slot_parse(de->d_name)) < 0)
+			continue;
+		if ((uint32_t)slot >= sp->next_slot)
+			sp->next_slot = (uint32_t)slot + 1;
+		if ((fd = openat(sp->slotsfd, de->d_name, O_RDWR | O_CLOEXEC)) == -1) {
+			unreadable++;
+			continue;
+		}
+		if (spool_read_slot(fd, (uint32_t)slot, &msg) == 0) {
+			close(fd);
+			if (spool_msgs_add(&sp->found, &sp->nfound, &cap, msg) == -1) {
+				message_free(msg);
+				closedir(d);
+				errno = ENOMEM;
+				return -1;
+			}
+			continue;
+		}
+		if (errno == EINVAL) {
+			torn++; /* its client never had a 250 */
+			if (spool_mark_free(fd) == -1) {
+				close(fd);
+				unreadable++;
+				continue;
+			}
+		} else if (errno != ENOENT) {
+			log_error("spool cannot read slot=%s/slots/%s error=\"%s\" (left as it is)",
+			          sp->dir, de->d_name, strerror(errno));
+			close(fd);
+			unreadable++;
+			continue;
+		}
+		spool_free_push(sp, (uint32_t)slot, fd,
+		                fstat(fd, &st) == 0 ? (uint64_t)st.st_size : 0, false);
+	}
+	closedir(d);
+	if (sp->nfound > 1)
+		qsort(sp->found, sp->nfound, sizeof(*sp->found), spool_msg_id_cmp);
+	if (torn > 0)
+		log_info("spool found unacknowledged messages count=%u dir=%s/slots (slots freed)",
+		         torn, sp->dir);
+	if (unreadable > 0)
+		log_warn("spool unreadable slot files count=%u dir=%s/slots", unreadable, sp->dir);
+	return 0;
+}
+
+/* A spool written by petrel before slot files (petrel-spool 1: queue/<id>) must not be taken
+ * for an empty one. 0 (none, or an empty queue/), or -1 (errno ENOTEMPTY). */
+static int
+spool_check_old_layout(int dirfd)
+{
+	struct dirent *de;
+	DIR *d;
+	int fd, n = 0;
+
+	if ((fd = openat(dirfd, "queue", O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		return 0;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return 0;
+	}
+	while ((de = readdir(d)) != NULL)
+		if (message_id_valid(de->d_name))
+			n++;
+	closedir(d);
+	if (n > 0) {
+		errno = ENOTEMPTY;
+		return -1;
+	}
+	return 0;
+}
+
+struct spool *
+spool_open(struct event_base *base, const char *dir, enum config_durability durability, char **err)
+{
+	struct spool *sp;
+	const char *what = "allocate";
+
+	*err = NULL;
+	if ((sp = calloc(1, sizeof(*sp))) == NULL)
+		goto fail;
+	sp->dirfd = sp->slotsfd = sp->statefd = -1;
+	sp->wake[0] = sp->wake[1] = -1;
+	sp->base = base;
+	sp->durability = durability;
+	sp->pending_tail = &sp->pending;
+	sp->done_tail = &sp->done;
+	pthread_mutex_init(&sp->lock, NULL);
+	pthread_cond_init(&sp->cond, NULL);
+	if ((sp->dir = strdup(dir)) == NULL ||
+	    (sp->free = calloc(SPOOL_FREE_MAX, sizeof(*sp->free))) == NULL)
+		goto fail;
+	what = "create";
+	if (spool_mkdir_p(dir) == -1)
+		goto fail;
+	what = "open";
+	if ((sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
+		goto fail;
+	what = "use (it holds messages in queue/, the layout of an older petrel:\n"
+	       "deliver them with that version first)";
+	if (spool_check_old_layout(sp->dirfd) == -1)
+		goto fail;
+	what = "create slots/ in";
+	if ((sp->slotsfd = spool_mkdirat(sp->dirfd, "slots")) == -1)
+		goto fail;
+	what = "create state/ in";
+	if ((sp->statefd = spool_mkdirat(sp->dirfd, "state")) == -1)
+		goto fail;
+	what = "write to";
+	if (faccessat(sp->dirfd, "slots", W_OK, AT_EACCESS) == -1)
+		goto fail;
+	what = "read the slots of";
+	if (spool_load_slots(sp) == -1)
+		goto fail;
+	what = "create a pipe for";
+	if (pipe2(sp->wake, O_NONBLOCK | O_CLOEXEC) == -1)
+		goto fail;
+	if ((sp->wake_ev = event_new(base, sp->wake[0], EV_READ | EV_PERSIST, spool_wake_cb, sp)) ==
+	            NULL ||
+	    event_add(sp->wake_ev, NULL) == -1 ||
+	    (sp->done_ev = event_new(base, -1, 0, spool_done_cb, sp)) == NULL)
+		goto fail;
+	what = "start the sync thread of";
+	if (durability == CONFIG_DURABILITY_FSYNC) {
+		if ((errno = pthread_create(&sp->thread, NULL, spool_sync_main, sp)) != 0)
+			goto fail;
+		sp->thread_started = true;
+	}
+	return sp;
+fail:
+	if (asprintf(err, "cannot %s spool %s: %s", what, dir, strerror(errno)) == -1)
+		*err = NULL;
+	spool_close(sp);
+	return NULL;
+}
+
+void
+spool_close(struct spool *sp)
+{
+	size_t i;
+
+	if (sp == NULL)
+		return;
+	if (sp->thread_started) {
+		pthread_mutex_lock(&sp->lock);
+		sp->stopping = true;
+		pthread_cond_signal(&sp->cond);
+		pthread_mutex_unlock(&sp->lock);
+		pthread_join(sp->thread, NULL);
+	}
+	spool_run_done(sp);
+	if (sp->wake_ev)
+		event_free(sp->wake_ev);
+	if (sp->done_ev)
+		event_free(sp->done_ev);
+	if (sp->wake[0] >= 0)
+		close(sp->wake[0]);
+	if (sp->wake[1] >= 0)
+		close(sp->wake[1]);
+	for (i = 0; i < sp->nfree; i++)
+		if (sp->free[i].fd >= 0)
+			close(sp->free[i].fd);
+	free(sp->free);
+	for (i = 0; i < sp->nfound; i++)
+		message_free(sp->found[i]);
+	free(sp->found);
+	if (sp->slotsfd >= 0)
+		close(sp->slotsfd);
+	if (sp->statefd >= 0)
+		close(sp->statefd);
+	if (sp->dirfd >= 0)
+		close(sp->dirfd);
+	pthread_cond_destroy(&sp->cond);
+	pthread_mutex_destroy(&sp->lock);
+	free(sp->dir);
+	free(sp);
+}
+
+long
+spool_recover(struct spool *sp, spool_message_cb cb, void *arg)
+{
+	struct message **found = sp->found;
+	size_t i, n = sp->nfound;
+
+	sp->found = NULL;
+	sp->nfound = 0;
+	for (i = 0; i < n; i++)
+		cb(arg, found[i]);
+	free(found);
+	return (long)n;
+}
+
+long
+spool_list(int slotsfd, spool_message_cb cb, void *arg)
+{
+	struct message **v = NULL, *msg;
+	struct dirent *de;
+	size_t n = 0, cap = 0, i;
+	int64_t slot;
+	DIR *d;
+	int fd;
+
+	if ((fd = dup(slotsfd)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	while ((de = readdir(d)) != NULL) {
+		if ((slot = spool_slot_parse(de->d_name)) < 0 ||
+		    (fd = openat(slotsfd, de->d_name, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		if (spool_read_slot(fd, (uint32_t)slot, &msg) == 0 &&
+		    spool_msgs_add(&v, &n, &cap, msg) == -1)
+			message_free(msg);
+		close(fd);
+	}
+	closedir(d);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), spool_msg_id_cmp);
+	for (i = 0; i < n; i++)
+		cb(arg, v[i]);
+	free(v);
+	return (long)n;
+}
+
+int
+spool_find(int slotsfd, const char *id, struct message **out)
+{
+	struct spool_record rec;
+	struct dirent *de;
+	int64_t slot;
+	DIR *d;
+	int fd, rc = -1, saved = ENOENT;
+
+	*out = NULL;
+	if (!message_id_valid(id)) {
+		errno = EINVAL;
+		return -1;
+	}
+	if ((fd = dup(slotsfd)) == -1)
+		return -1;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return -1;
+	}
+	rewinddir(d);
+	while (rc == -1 && (de = readdir(d)) != NULL) {
+		if ((slot = spool_slot_parse(de->d_name)) < 0 ||
+		    (fd = openat(slotsfd, de->d_name, O_RDONLY | O_CLOEXEC)) == -1)
+			continue;
+		if (spool_read_record(fd, &rec) == 0 && rec.state == SPOOL_SLOT_QUEUED &&
+		    strcmp(rec.id, id) == 0) {
+			rc = spool_read_slot(fd, (uint32_t)slot, out);
+			saved = errno;
+		}
+		close(fd);
+	}
+	closedir(d);
+	if (rc == -1)
+		errno = saved == EINVAL ? ENOENT : saved; /* torn: never acknowledged */
+	return rc;
+}
+
+int
+spool_delete_stopped(int slotsfd, int statefd, const char *id)
+{
+	struct message *msg;
+	char name[16];
+	int fd, rc = 0;
+
+	if (spool_find(slotsfd, id, &msg) == -1)
+		return -1;
+	spool_slot_name(name, (uint32_t)msg->spool_slot);
+	message_free(msg);
+	if ((fd = openat(slotsfd, name, O_WRONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (spool_mark_free(fd) == -1 || fsync(fd) == -1)
+		rc = -1;
+	close(fd);
+	if (rc == 0 && statefd >= 0)
+		unlinkat(statefd, id, 0);
+	return rc;
+}
+
+int
+spool_open_data(int slotsfd, const struct message *msg)
+{
+	char name[16];
+
+	if (msg->spool_slot < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	spool_slot_name(name, (uint32_t)msg->spool_slot);
+	return openat(slotsfd, name, O_RDONLY | O_CLOEXEC);
+}
+
+int
+spool_slots_fd(const struct spool *sp)
+{
+	return sp->slotsfd;
+}
+
+void
+spool_get_stats(const struct spool *sp, struct spool_stats *out)
+{
+	*out = sp->stats;
+	pthread_mutex_lock((pthread_mutex_t *)&sp->lock);
+	out->batches = sp->stats.batches;
+	pthread_mutex_unlock((pthread_mutex_t *)&sp->lock);
+}
+
+void
+spool_set_queue_hook(struct spool *sp, spool_queue_hook hook, void *arg)
+{
+	sp->hook = hook;
+	sp->hook_arg = arg;
+}
+
+void
+spool_sync_soon(struct spool *sp)
+{
+	struct spool_job *job;
+
+	if (sp->durability == CONFIG_DURABILITY_NONE)
+		return;
+	if ((job = calloc(1, sizeof(*job))) == NULL)
+		return; /* the next commit's syncfs covers it anyway */
+	job->ok = true;
+	pthread_mutex_lock(&sp->lock);
+	*sp->pending_tail = job;
+	sp->pending_tail = &job->next;
+	pthread_cond_signal(&sp->cond);
+	pthread_mutex_unlock(&sp->lock);
+}
+
+void
+spool_remove(struct spool *sp, struct message *msg, bool has_state)
+{
+	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
+	 * again (never lost), and the next commit's syncfs makes it durable anyway. Syncing every
+	 * removal would double the journal commits under load. */
+	if (has_state)
+		unlinkat(sp->statefd, msg->id, 0);
+	spool_slot_release(sp, msg);
+}
+
+void
+spool_discard(struct spool *sp, const struct message *msg)
+{
+	char name[16];
+	int fd;
+
+	unlinkat(sp->statefd, msg->id, 0);
+	if (msg->spool_slot < 0)
+		return;
+	spool_slot_name(name, (uint32_t)msg->spool_slot);
+	if ((fd = openat(sp->slotsfd, name, O_WRONLY | O_CLOEXEC)) == -1 ||
+	    spool_mark_free(fd) == -1)
+		log_error("spool remove failed id=%s slot=%s/slots/%s error=\"%s\"", msg->id,
+		          sp->dir, name, strerror(errno));
+	if (fd >= 0)
+		close(fd);
 }
 
 int
@@ -960,35 +1393,4 @@ spool_read_state(int statefd, const char *id, void (*cb)(void *arg, const char *
 	free(line);
 	fclose(f);
 	return 0;
-}
-
-void
-spool_discard(struct spool *sp, const char *id)
-{
-	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
-		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
-	unlinkat(sp->statefd, id, 0);
-}
-
-void
-spool_remove(struct spool *sp, const struct message *msg, bool has_state)
-{
-	const char *id = msg->id;
-	char name[16];
-
-	/* Not synced on purpose: if a crash undid the removal, the message would only be sent
-	 * again (never lost), and the next commit's syncfs makes it durable anyway. Syncing every
-	 * removal would double the journal commits under load. */
-	if (has_state)
-		unlinkat(sp->statefd, id, 0);
-	if (sp->nfree < SPOOL_FREE_MAX) {
-		snprintf(name, sizeof(name), "f%" PRIu32, sp->free_next);
-		if (renameat(sp->queuefd, id, sp->freefd, name) == 0) {
-			sp->free_sizes[sp->nfree] = msg->data_offset + msg->data_len;
-			sp->free_names[sp->nfree++] = sp->free_next++;
-			return;
-		}
-	}
-	if (unlinkat(sp->queuefd, id, 0) == -1 && errno != ENOENT)
-		log_error("spool remove failed id=%s error=\"%s\"", id, strerror(errno));
 }

@@ -47,7 +47,7 @@
 #define STATS_HTTP_HEADERS   8192                /* bytes of request headers */
 #define STATS_HTTP_BODY      1024                /* bytes of request body (none is used) */
 #define STATS_HTTP_BACKLOG   64
-#define STATS_PROBE_NAME     "/tmp/.petrel-healthz"
+#define STATS_PROBE_NAME     "/slots/.petrel-healthz"
 #define STATS_TYPE_METRICS   "text/plain; version=0.0.4; charset=utf-8"
 #define STATS_TYPE_JSON      "application/json"
 #define STATS_TYPE_TEXT      "text/plain; charset=utf-8"
@@ -107,7 +107,7 @@ struct stats_endpoint {
 	struct event *lag_timer;         /* fires every 100 ms; its lateness is the loop's lag */
 	uint64_t lag_due_ns;             /* when it should fire next (stats_now_ns clock) */
 	uint64_t start_time;             /* Unix seconds */
-	char *probe;                     /* <spool>/tmp/.petrel-healthz */
+	char *probe;                     /* <spool>/slots/.petrel-healthz */
 };
 
 /* the registry and its renderings */
@@ -328,7 +328,8 @@ static const struct stats_family stats_families[] = {
 	  .hist = STATS_HIST_DELIVERY },
 	{ .name = "petrel_spool_sync_seconds",
 	  .type = STATS_HISTOGRAM,
-	  .help = "Duration of one group commit (syncfs, renames, fsync of queue/).",
+	  .help = "Duration of one group commit (syncfs, and fsync of slots/ when a slot file was "
+	          "created).",
 	  .hist = STATS_HIST_SPOOL_SYNC },
 	{ .name = "petrel_loop_lag_seconds",
 	  .type = STATS_HISTOGRAM,
@@ -842,8 +843,8 @@ stats_serve_render(struct stats_endpoint *ep, struct evhttp_request *req, enum s
 
 /*
  * The loop runs (it is answering), and the spool takes files: create and remove a probe in
- * <spool>/tmp, where every message starts (spool_clean_tmp skips dot files; the probe never
- * outlives this call anyway).
+ * <spool>/slots, where new slot files are made (a dot file is never taken for a slot; the
+ * probe never outlives this call anyway).
  */
 static void
 stats_serve_healthz(struct stats_endpoint *ep, struct evhttp_request *req)

@@ -23,8 +23,8 @@
  *   hold ID, release ID  stop / resume delivering a message (the hold survives restarts)
  *
  * Without the daemon (no socket, or connection refused), `list` and `show` read the spool
- * directly and read-only (queue/ and state/ only: never spool_open(), which starts a thread and
- * empties tmp/); flush, delete, hold and release need the daemon and say so.
+ * directly and read-only (slots/ and state/ only: never spool_open(), which starts a thread and
+ * frees torn slots); flush, delete, hold and release need the daemon and say so.
  *
  * The formatting is shared by both paths, so the answer looks the same whether the daemon or
  * the spool answered; it is pure (evbuffer in, no I/O) and tested in tests/unit/test_control.c.
@@ -152,9 +152,9 @@ struct control_show {
 	bool truncated; /* the header section is longer than what was read */
 };
 
-/* Read queue/<id> (envelope and header section, at most 64 KiB) and state/<id> from directory
- * fds, read-only. 0, or -1 (errno: ENOENT no such message, EINVAL malformed, ENOMEM...). */
-int control_show_load(int queuefd, int statefd, const char *id, time_t now,
+/* Read message <id> from its slot (envelope and header section, at most 64 KiB) and state/<id>
+ * from directory fds, read-only. 0, or -1 (errno: ENOENT no such message, ENOMEM...). */
+int control_show_load(int slotsfd, int statefd, const char *id, time_t now,
                       struct control_show **out);
 void control_show_free(struct control_show *sh);
 

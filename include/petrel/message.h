@@ -19,6 +19,7 @@
 #define MESSAGE_ID_LEN 16 /* lowercase hex characters */
 
 struct evbuffer;
+struct spool_sum;
 
 struct message_rcpt {
 	char *addr;      /* mailbox as received, without <> ("Postmaster" for <Postmaster>) */
@@ -43,20 +44,26 @@ struct message {
 	size_t nrcpts;
 	size_t rcpts_alloc;
 
-	struct evbuffer *body;   /* received bytes not yet written to the spool file */
-	uint64_t body_size;      /* bytes of body stored so far (wire form) */
-	int fd;                  /* the spool file while it is written; after the commit still
-	                          * open for reading (the queue's first delivery takes it, or
-	                          * closes it), else -1. message_free closes it */
-	uint64_t data_offset;    /* in the spool file: where the message data begins */
-	uint64_t data_len;       /* message data length (Received: header + body) */
-	unsigned hops;           /* Received: fields in the data (ours included), counted as it
-	                          * arrived; 0: not known (read from the spool file) */
-	uint64_t spool_written;  /* while being written: bytes handed to the spool file */
-	int64_t spool_free;      /* while being written: the recycled file free/f<n> it is
-	                          * written in, or -1: a new file tmp/<id> */
-	uint64_t spool_old_size; /* while being written over a recycled spool file: its old
-	                          * length (the spool cuts the file only if it was longer) */
+	struct evbuffer *body;       /* received bytes not yet written to the spool file */
+	uint64_t body_size;          /* bytes of body stored so far (wire form) */
+	int fd;                      /* the spool file while it is written; after the commit still
+	                              * open while the queue keeps it (its first deliveries read
+	                              * duplicates of it, the spool marks the slot free through
+	                              * it), else -1. message_free closes it */
+	struct evbuffer *data_mem;   /* after the commit: a small message's data (data_len bytes)
+	                              * still in memory for its first deliveries (no file read), or
+	                              * NULL; the queue drops it when it keeps no more. Freed here */
+	uint64_t data_offset;        /* in the spool file: where the message data begins */
+	uint64_t data_len;           /* message data length (Received: header + body) */
+	unsigned hops;               /* Received: fields in the data (ours included), counted as it
+	                              * arrived; 0: not known (read from the spool file) */
+	uint64_t spool_written;      /* while being written: bytes after the commit record handed
+	                              * to the spool file */
+	int64_t spool_slot;          /* the spool slot file (slots/<n>) holding it, or -1 */
+	bool spool_new_file;         /* while being committed: the slot file was created for it (its
+	                              * directory entry must be synced too) */
+	uint64_t spool_old_size;     /* while being written over a recycled slot file: its length */
+	struct spool_sum *spool_sum; /* while being written piecewise: the running checksum */
 };
 
 /* A new, empty message with a fresh id and arrival time; NULL on allocation failure. */

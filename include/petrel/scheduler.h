@@ -132,7 +132,7 @@ int scheduler_lookup(struct scheduler *s, const char *id, scheduler_msg_cb cb, v
 size_t scheduler_flush(struct scheduler *s);
 
 /*
- * Remove message `id` from the queue and the spool (queue/ and state/) without any DSN. Units
+ * Remove message `id` from the queue and the spool (its slot and state/) without any DSN. Units
  * waiting or resolving are dropped at once; a delivery already under way (SMTP transaction,
  * Maildir job) runs to its end, its result is logged with status=ignored and nothing else
  * happens. Returns the number of such deliveries (0: gone at once), or -1 (errno ENOENT, ENOMEM).

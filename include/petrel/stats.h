@@ -42,7 +42,7 @@ struct stats_endpoint;
 enum stats_hist {
 	STATS_HIST_ACCEPT,     /* end of DATA -> 250 sent: the spool commit */
 	STATS_HIST_DELIVERY,   /* arrival -> delivered, per recipient */
-	STATS_HIST_SPOOL_SYNC, /* one group commit: syncfs, renames, fsync of queue/ */
+	STATS_HIST_SPOOL_SYNC, /* one group commit: syncfs (and fsync of slots/ for new files) */
 	STATS_HIST_LOOP_LAG,   /* how late a 100 ms timer of the loop fires */
 	STATS_HIST_COUNT
 };

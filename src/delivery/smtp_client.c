@@ -453,7 +453,16 @@ smtp_client_send_body(struct smtp_client *c)
 
 	c->state = SC_BODY;
 	smtp_client_set_timeout(c, c->cfg.data_timeout);
-	if (c->data_discard || txn->fd < 0) {
+	if (c->data_discard || (txn->fd < 0 && txn->mem == NULL)) {
+		evbuffer_add(out, ".\r\n", 3);
+		return;
+	}
+	if (txn->mem != NULL) {
+		/* Still in memory since it was received: body and dot leave in one writev. */
+		if (evbuffer_add_buffer(out, txn->mem) == -1)
+			log_error("smtp-out %s cannot queue the body", txn->id);
+		evbuffer_free(txn->mem);
+		txn->mem = NULL;
 		evbuffer_add(out, ".\r\n", 3);
 		return;
 	}

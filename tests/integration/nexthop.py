@@ -855,7 +855,7 @@ def removed(p, qid, whole=True):
 
 
 def wait_removed(p, qids, timeout=20.0):
-    """Wait until petrel logged the removal of every id and none is left in queue/."""
+    """Wait until petrel logged the removal of every id and none is still queued."""
     qids = [qids] if isinstance(qids, str) else list(qids)
     wait_for(lambda: all(removed(p, q) for q in qids) and
              not set(qids) & set(p.queue_ids()), timeout,
@@ -863,7 +863,8 @@ def wait_removed(p, qids, timeout=20.0):
 
 
 def wait_queue_empty(p, timeout=20.0):
-    wait_for(lambda: not p.queue_all(), timeout, 'an empty queue/ (left: %s)' % p.queue_all())
+    """Wait until no slot file holds a message and nothing else is in the way (queue_all)."""
+    wait_for(lambda: not p.queue_all(), timeout, 'an empty queue (left: %s)' % p.queue_all())
 
 
 def maildir_files(d, sub='new'):

@@ -1,5 +1,6 @@
 """
-petrel.py: the fixture of petrel's integration tests (stdlib only).
+petrel.py: the fixture of petrel's integration tests (stdlib only, and python3-xxhash for the
+checksums of spool files).
 
 A Petrel object writes a YAML config into a temporary directory (the spool lives inside it),
 starts the real petrel binary (path from the PETREL environment variable) on a free 127.0.0.1
@@ -7,7 +8,9 @@ port, waits until it accepts a connection (with a deadline, never a blind sleep)
 its stderr (the log) to a file. It stops petrel by PID: SIGTERM, then SIGKILL past a deadline.
 
 SMTPClient is a raw socket client that sends exact bytes and reads whole (multi-line) replies
-with a timeout; spool helpers list queue/ and parse a spool file into its envelope and data.
+with a timeout; spool helpers read the slot files of the spool (include/petrel/spool.h): list
+the committed messages, find one's slot file and parse it into its envelope and data, report
+what else should not be there, and write a committed slot file for a test.
 
 PetrelTestCase starts one petrel per test class (CONFIG holds the overrides), checks after each
 test that it is still alive, bounds each test with an alarm, and main() runs the tests of a
@@ -26,6 +29,8 @@ import threading
 import time
 import traceback
 import unittest
+
+import xxhash    # python3-xxhash (scripts/deps --test): the spool's XXH3-64 checksums
 
 PETREL = os.environ.get('PETREL') or os.path.join(
     os.path.dirname(os.path.abspath(__file__)), '..', '..', 'build', 'src', 'petrel')
@@ -130,10 +135,10 @@ def hole_port():
 
 
 def default_config(workdir, port):
-    """The test config. Messages must stay in queue/ for the tests to read them, and no test
-    may send traffic off the machine: every domain routes to a relay on a refused 127.0.0.1
-    port (a temporary failure, retried in an hour), no delay warnings, and the resolver is
-    pointed at the same dead port."""
+    """The test config. Messages must stay queued in the spool for the tests to read them, and
+    no test may send traffic off the machine: every domain routes to a relay on a refused
+    127.0.0.1 port (a temporary failure, retried in an hour), no delay warnings, and the
+    resolver is pointed at the same dead port."""
     hole = '127.0.0.1:%d' % hole_port()
     return {
         'hostname': HOSTNAME,
@@ -329,25 +334,134 @@ def make_message(subject='test', body='Hello.\r\n', msgid=None, extra=''):
 
 # ---- spool ----
 
-class SpoolMessage:
-    """A spool file: envelope (dict of its single-valued lines), rcpts (list of dicts with
-    addr and the key=value words), data (bytes after the envelope), body (data without
-    petrel's Received: header)."""
+# The slot files of the spool, slots/<n> (include/petrel/spool.h, spool_record.h): each opens
+# with a commit record of RECORD_LEN bytes, "petrel-spool 2 <state> <id> <len> <sum>\n", and
+# holds a committed message when the state is Q, the id is the one of the "id" line after it,
+# and the file has the len bytes the record covers (envelope and data) with the XXH3-64 sum.
+# Anything else (state F, a new file's zeros, a write torn by a crash) is a free slot. Only the
+# first RECORD_LEN + len bytes count: a recycled file keeps an older message's bytes after them.
+RECORD_LEN = 68
+RECORD_RE = re.compile(rb'^petrel-spool 2 ([QF]) ([0-9a-f]{16}) ([0-9a-f]{16}) ([0-9a-f]{16})\n$')
+SLOT_RE = re.compile(r'^(0|[1-9][0-9]*)$')
+LEGACY = ('queue', 'tmp', 'free')   # the directories of the old layout (spool version 1)
 
-    def __init__(self, path):
+
+def format_slot(qid, content, state='Q'):
+    """The bytes of a slot file holding content (envelope lines from "id <qid>", the empty
+    line, the data) under a valid commit record."""
+    rec = 'petrel-spool 2 %s %s %016x %016x\n' % (state, qid, len(content),
+                                                  xxhash.xxh3_64_intdigest(content))
+    assert len(rec) == RECORD_LEN, rec
+    return rec.encode() + content
+
+
+def read_slot(path):
+    """What slot file `path` holds: ('Q', id, committed) for a committed message, committed
+    being the commit record and the bytes it covers; ('F', id or None, None) for a free slot
+    (state F, or no record at all); ('bad', id, reason) for a record that says Q but does not
+    check out (a free slot to petrel too, but one that only a crash in mid-write may leave)."""
+    with open(path, 'rb') as f:
+        rec = f.read(RECORD_LEN)
+        m = RECORD_RE.match(rec)
+        if not m:
+            return 'F', None, None
+        state, qid, n, want = m.group(1).decode(), m.group(2).decode(), int(m.group(3), 16), \
+            int(m.group(4), 16)
+        if state != 'Q':
+            return 'F', qid, None
+        content = f.read(n)
+    if len(content) < n:
+        return 'bad', qid, 'the file ends %d bytes short of the recorded length' \
+            % (n - len(content))
+    if xxhash.xxh3_64_intdigest(content) != want:
+        return 'bad', qid, 'checksum mismatch'
+    if not content.startswith(('id %s\n' % qid).encode()):
+        return 'bad', qid, 'the id line is %r' % content.split(b'\n', 1)[0][:40]
+    return 'Q', qid, rec + content
+
+
+def slot_paths(spool):
+    """The slot files of the spool, by number, and the names in slots/ that are not one."""
+    d = os.path.join(spool, 'slots')
+    try:
+        names = os.listdir(d)
+    except FileNotFoundError:
+        names = []
+    slots = sorted(int(n) for n in names if SLOT_RE.match(n))
+    return [os.path.join(d, str(n)) for n in slots], sorted(n for n in names
+                                                            if not SLOT_RE.match(n))
+
+
+def scan_spool(spool):
+    """Every slot file read once: ([(id, path, committed)] of the committed messages in id
+    order, [what else should not be there]: names in slots/ that are not a slot, slot files
+    that cannot be read, records that say Q but do not check out, a second slot of an id, and
+    a directory of the old layout)."""
+    paths, others = slot_paths(spool)
+    found, strays, seen = [], ['slots/' + n for n in others], set()
+    for path in paths:
+        where = 'slots/' + os.path.basename(path)
+        try:
+            state, qid, what = read_slot(path)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            strays.append('%s (%s)' % (where, e.strerror))
+            continue
+        if state == 'bad':
+            strays.append('%s (%s: %s)' % (where, qid, what))
+        elif state == 'Q' and qid in seen:
+            strays.append('%s (a second slot of %s)' % (where, qid))
+        elif state == 'Q':
+            seen.add(qid)
+            found.append((qid, path, what))
+    strays += [n + '/' for n in LEGACY if os.path.lexists(os.path.join(spool, n))]
+    return sorted(found), strays
+
+
+def find_slot(spool, qid):
+    """(path, committed) of the slot file that holds committed message qid; AssertionError if
+    none does. Only the records of the other slot files are read."""
+    for path in slot_paths(spool)[0]:
+        try:
+            with open(path, 'rb') as f:
+                m = RECORD_RE.match(f.read(RECORD_LEN))
+        except FileNotFoundError:
+            continue
+        if m and m.group(1) == b'Q' and m.group(2).decode() == qid:
+            state, _, what = read_slot(path)
+            if state == 'Q':
+                return path, what
+            raise AssertionError('%s: the record of %s does not check out: %s'
+                                 % (path, qid, what))
+    raise AssertionError('no slot file in %s/slots holds committed message %s' % (spool, qid))
+
+
+class SpoolMessage:
+    """A committed message in a slot file: envelope (dict of its single-valued lines), rcpts
+    (list of dicts with addr and the key=value words), data (bytes after the envelope), body
+    (data without petrel's Received: header); path and slot (its number), record (the commit
+    record) and committed (the record and the bytes it covers: what a crash must not change).
+    `committed` is read from path if not given."""
+
+    def __init__(self, path, committed=None):
         self.path = path
-        with open(path, 'rb') as f:
-            raw = f.read()
-        head, sep, self.data = raw.partition(b'\n\n')
+        self.slot = int(os.path.basename(path))
+        if committed is None:
+            state, qid, committed = read_slot(path)
+            if state != 'Q':
+                raise AssertionError('%s: not a committed message (%s %s: %s)'
+                                     % (path, state, qid, committed))
+        self.committed = committed
+        self.record = committed[:RECORD_LEN]
+        head, sep, self.data = committed[RECORD_LEN:].partition(b'\n\n')
         if not sep:
             raise AssertionError('%s: no empty line after the envelope' % path)
         lines = head.decode('utf-8').split('\n')
-        if lines[0] != 'petrel-spool 1':
-            raise AssertionError('%s: bad version line %r' % (path, lines[0]))
         self.envelope = {}
         self.rcpts = []
         self.flags = set()
-        for line in lines[1:]:
+        for line in lines:
             key, _, value = line.partition(' ')
             if key == 'rcpt':
                 # key=value words, then the path (which may hold spaces inside quotes)
@@ -555,27 +669,35 @@ class Petrel:
         return SMTPClient(self.port, **kw)
 
     # -- spool --
-    def _ls(self, sub):
-        try:
-            return sorted(os.listdir(os.path.join(self.spool, sub)))
-        except FileNotFoundError:
-            return []
+    def slot_paths(self):
+        """The slot files, by number (free ones too)."""
+        return slot_paths(self.spool)[0]
 
     def queue_ids(self):
-        return [n for n in self._ls('queue') if ID_RE.match(n)]
+        """The ids of the committed messages (slot files in state Q that check out), sorted."""
+        return [qid for qid, _, _ in scan_spool(self.spool)[0]]
+
+    def spool_strays(self):
+        """What the spool should not hold (scan_spool): [] when all is well."""
+        return scan_spool(self.spool)[1]
 
     def queue_all(self):
-        """Every name in queue/ (to catch stray files too)."""
-        return self._ls('queue')
+        """The committed messages' ids, then the strays (to catch those too): [] means an
+        empty queue and nothing else in the way."""
+        found, strays = scan_spool(self.spool)
+        return [qid for qid, _, _ in found] + strays
 
-    def tmp_files(self):
-        return self._ls('tmp')
+    def spool_path(self, qid):
+        """The slot file holding committed message qid (AssertionError if none)."""
+        return find_slot(self.spool, qid)[0]
 
     def message(self, qid):
-        return SpoolMessage(os.path.join(self.spool, 'queue', qid))
+        return SpoolMessage(*find_slot(self.spool, qid))
 
     def messages(self):
-        return [self.message(q) for q in self.queue_ids()]
+        """Every committed message, in id order (one reading of the spool)."""
+        return [SpoolMessage(path, committed) for _, path, committed in
+                scan_spool(self.spool)[0]]
 
 
 # ---- unittest glue ----

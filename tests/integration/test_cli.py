@@ -228,7 +228,8 @@ class Cli(PetrelTestCase):
         p = self.new_petrel({'spool': 'rel-spool'})
         c = self.connect(p)
         qid = c.send_mail('a@example.org', 'user@localhost', make_message('relative'))
-        self.assertTrue(os.path.exists(os.path.join(p.workdir, 'rel-spool', 'queue', qid)))
+        self.assertEqual(os.path.dirname(p.spool_path(qid)),
+                         os.path.join(p.workdir, 'rel-spool', 'slots'))
 
     def test_startup_log_lines(self):
         p = self.new_petrel()

@@ -38,14 +38,18 @@ def read_text(path):
 
 
 def write_spool(spool, qid, sender, rcpts, content, arrival, state=None):
-    """A committed message as petrel writes it (spool.h), and optionally its journal."""
-    for sub in ('queue', 'state', 'tmp'):
+    """A committed message as petrel writes it (spool.h) in a new slot file, and optionally its
+    journal."""
+    for sub in ('slots', 'state'):
         os.makedirs(os.path.join(spool, sub), exist_ok=True)
-    head = ('petrel-spool 1\nid %s\narrival %d.%06d\nclient 127.0.0.1\nhelo old.client.test\n'
+    head = ('id %s\narrival %d.%06d\nclient 127.0.0.1\nhelo old.client.test\n'
             'protocol ESMTP\nfrom <%s>\n' % (qid, int(arrival), int(arrival % 1 * 1e6), sender))
     head += ''.join('rcpt <%s>\n' % r for r in rcpts) + '\n'
-    with open(os.path.join(spool, 'queue', qid), 'wb') as f:
-        f.write(head.encode() + petrel.stuff(content))
+    n = 0
+    while os.path.lexists(os.path.join(spool, 'slots', str(n))):
+        n += 1
+    with open(os.path.join(spool, 'slots', str(n)), 'xb') as f:
+        f.write(petrel.format_slot(qid, head.encode() + petrel.stuff(content)))
     if state is not None:
         with open(os.path.join(spool, 'state', qid), 'w') as f:
             f.write(state)
@@ -177,7 +181,7 @@ class Queue(DeliveryCase):
 
         def window():
             """Messages whose recipient is journaled as bounced while their DSN is not yet
-            committed to queue/ (or None once every DSN is committed: no window to hit)."""
+            committed (or None once every DSN is committed: no window to hit)."""
             queued = set(p.queue_ids())
             pairs = [m.groups()[:2] for m in DSN_RE.finditer(p.log())]
             open_ = [o for o, d in pairs if d not in queued and

@@ -1,9 +1,10 @@
 #!/usr/bin/python3
 """
 test_durability.py: what a 250 promises. A message acknowledged with 250 survives kill -9 and
-is listed at the next start; a message interrupted by kill -9 before its 250 is not in queue/
-after the restart (and tmp/ is cleaned). Graceful stop (SIGTERM) lets a session finish the
-message it holds, and start-up never deletes files it does not understand.
+is listed at the next start, its slot file unchanged; a message interrupted by kill -9 before
+its 250 is not queued after the restart (its slot file is a free slot). Graceful stop (SIGTERM)
+lets a session finish the message it holds, and start-up never deletes files it does not
+understand.
 """
 
 import hashlib
@@ -28,9 +29,15 @@ def wait_for(cond, timeout=10.0, what='condition'):
         time.sleep(0.02)
 
 
-def sha(path):
+def sha(p, qid):
+    """The digest of qid's commit record and the bytes it covers (what was acknowledged; a
+    recycled slot file may hold an older message's bytes after them)."""
+    return hashlib.sha256(p.message(qid).committed).hexdigest()
+
+
+def read(path):
     with open(path, 'rb') as f:
-        return hashlib.sha256(f.read()).hexdigest()
+        return f.read()
 
 
 class Durability(PetrelTestCase):
@@ -42,15 +49,17 @@ class Durability(PetrelTestCase):
         c = self.connect(p)
         content = make_message('durable', 'must survive\r\n')
         qid = c.send_mail('a@example.org', ['user@localhost', 'other@localhost'], content)
-        digest = sha(os.path.join(p.spool, 'queue', qid))
+        slot = p.spool_path(qid)
+        digest = sha(p, qid)
         p.kill9()
         c.close()
-        self.assertIn(qid, p.queue_ids(), 'in queue/ right after the crash')
+        self.assertIn(qid, p.queue_ids(), 'queued right after the crash')
         p.restart()
         p.wait_log(r'spool message id=%s from=<a@example\.org> nrcpt=2 size=\d+' % qid)
         p.wait_log(r'spool ready .*messages=1\b')
         self.assertEqual(p.queue_ids(), [qid])
-        self.assertEqual(sha(os.path.join(p.spool, 'queue', qid)), digest, 'unchanged')
+        self.assertEqual(p.spool_path(qid), slot, 'in the same slot file')
+        self.assertEqual(sha(p, qid), digest, 'unchanged')
         m = p.message(qid)
         self.assertEqual(m.body, content)
         self.assertEqual([r['addr'] for r in m.rcpts], ['user@localhost', 'other@localhost'])
@@ -78,14 +87,16 @@ class Durability(PetrelTestCase):
         self.assertReply(c.rcpt('user@localhost'), 250, '2.1.5')
         self.assertReply(c.cmd('DATA'), 354)
         c.send(b'Subject: interrupted\r\n\r\n' + (b'i' * 998 + b'\r\n') * 400)   # ~400 KB
-        wait_for(lambda: p.tmp_files() != [], what='a file in tmp/')
+        wait_for(lambda: any(b'Subject: interrupted' in read(s) for s in p.slot_paths()),
+                 what='the interrupted message in a slot file')
         p.kill9()
         c.close()
-        self.assertEqual(p.queue_ids(), [qid], 'only the acknowledged message in queue/')
+        self.assertEqual(p.queue_ids(), [qid], 'only the acknowledged message is queued')
+        self.assertEqual(p.queue_all(), [qid], 'its slot file is not committed')
         p.restart()
         p.wait_log(r'spool ready .*messages=1\b')
         self.assertEqual(p.queue_ids(), [qid])
-        self.assertEqual(p.tmp_files(), [], 'tmp/ is cleaned at start-up')
+        self.assertEqual(p.queue_all(), [qid], 'nothing else at start-up')
         for m in p.messages():
             self.assertNotIn(b'interrupted', m.data)
 
@@ -94,7 +105,7 @@ class Durability(PetrelTestCase):
         c = self.connect(p)
         old = [c.send_mail('a@example.org', 'user@localhost', make_message('old %d' % i))
                for i in range(5)]
-        digests = {q: sha(os.path.join(p.spool, 'queue', q)) for q in old}
+        digests = {q: sha(p, q) for q in old}
         p.kill9()
         p.restart()
         c = self.connect(p)
@@ -103,28 +114,31 @@ class Durability(PetrelTestCase):
         self.assertFalse(set(old) & set(new), 'an id was reused')
         self.assertEqual(sorted(p.queue_ids()), sorted(old + new))
         for q, d in digests.items():
-            self.assertEqual(sha(os.path.join(p.spool, 'queue', q)), d, 'old file overwritten')
+            self.assertEqual(sha(p, q), d, 'old message overwritten')
 
-    def test_unknown_files_in_queue_are_kept(self):
+    def test_unknown_files_in_slots_are_kept(self):
+        """A file in slots/ that is not a slot is left alone; a slot file that is not a
+        committed message (garbage, a record torn by a crash) is a free slot, never listed."""
         p = self.new_petrel(FSYNC, start=False)
-        q = os.path.join(p.spool, 'queue')
-        os.makedirs(q)
-        os.makedirs(os.path.join(p.spool, 'tmp'))
-        junk = os.path.join(q, '0123456789abcdef')
-        with open(junk, 'wb') as f:
-            f.write(b'this is not a spool file\n')
-        with open(os.path.join(q, 'README'), 'wb') as f:
+        slots = os.path.join(p.spool, 'slots')
+        os.makedirs(slots)
+        readme = os.path.join(slots, 'README')
+        with open(readme, 'wb') as f:
             f.write(b'someone else\'s file\n')
-        with open(os.path.join(p.spool, 'tmp', 'fedcba9876543210'), 'wb') as f:
-            f.write(b'petrel-spool 1\nid fedcba9876543210\n')
+        with open(os.path.join(slots, '0'), 'wb') as f:
+            f.write(b'this is not a spool file\n')
+        torn = petrel.format_slot('fedcba9876543210', b'id fedcba9876543210\narrival 1.0\n'
+                                  b'from <a@example.org>\nrcpt <user@localhost>\n\n'
+                                  b'Subject: torn\r\n\r\nnever acknowledged\r\n')
+        with open(os.path.join(slots, '1'), 'wb') as f:
+            f.write(torn[:-5])                          # a Q record, and the end missing
         p.start()
-        p.wait_log(r'spool ready ')
-        self.assertTrue(os.path.exists(junk), 'a malformed spool file is never deleted')
-        self.assertTrue(os.path.exists(os.path.join(q, 'README')))
-        self.assertEqual(p.tmp_files(), [], 'tmp/ is cleaned at start-up')
+        p.wait_log(r'spool ready .*messages=0\b')
+        self.assertEqual(read(readme), b'someone else\'s file\n', 'a file that is not a slot '
+                         'is never touched')
         c = self.connect(p)
         qid = c.send_mail('a@example.org', 'user@localhost', make_message('with junk'))
-        self.assertIn(qid, p.queue_ids())
+        self.assertEqual(p.queue_ids(), [qid])
 
     def test_sigterm_lets_session_finish_its_message(self):
         p = self.new_petrel(FSYNC)

@@ -263,15 +263,18 @@ class QueueCli(PetrelTestCase):
                                       'role': 'relay'}])
         with open(other, 'w') as f:
             f.write(petrel.to_yaml(cfg) + '\n')
-        tmp = os.path.join(p.spool, 'tmp', 'canary')
-        with open(tmp, 'w') as f:
-            f.write('a message being received by the running petrel\n')
-        self.addCleanup(lambda: os.path.exists(tmp) and os.unlink(tmp))
+        # A slot file the running petrel would be writing a message into (no record yet).
+        canary = os.path.join(p.spool, 'slots', '999999')
+        being_written = b'\0' * petrel.RECORD_LEN + b'a message being received by petrel\n'
+        with open(canary, 'xb') as f:
+            f.write(being_written)
+        self.addCleanup(lambda: os.path.exists(canary) and os.unlink(canary))
         r = subprocess.run([PETREL, '-c', other, '--allow-root'], stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn('another petrel is running on spool', r.stderr)
-        self.assertTrue(os.path.exists(tmp), "the running petrel's tmp/ is left alone")
+        with open(canary, 'rb') as f:
+            self.assertEqual(f.read(), being_written, "the running petrel's slots are left alone")
         self.assertTrue(stat.S_ISSOCK(os.lstat(control_path(p)).st_mode))
         self.assertEqual(queue(p, 'list').returncode, 0)
 
@@ -311,7 +314,7 @@ class QueueCliStopped(PetrelTestCase):
         r = queue(p, 'show', '00000000000000ff')
         self.assertEqual(r.returncode, 1)
         self.assertIn('no such message', r.stderr)
-        for args in (['flush'], ['delete', a], ['hold', a], ['release', b]):
+        for args in (['flush'], ['hold', a], ['release', b]):
             r = queue(p, *args)
             self.assertEqual(r.returncode, 1, args)
             self.assertIn('petrel is not running', r.stderr, args)
@@ -339,6 +342,22 @@ class QueueCliStopped(PetrelTestCase):
         wait_attempt(p, b, 2, 1)
         got, _ = listing(p)
         self.assertEqual(got[b]['state'], 'deferred')
+
+        # Stopped, delete marks the message's slot free and removes its journal: the next
+        # start does not know it, and the other message is untouched.
+        self.assertEqual(p.stop(), 0)
+        r = queue(p, 'delete', b)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn('not running', r.stderr)
+        self.assertEqual(r.stdout, 'deleted %s\n' % b)
+        self.assertEqual(p.queue_ids(), [a])
+        self.assertFalse(os.path.exists(os.path.join(p.spool, 'state', b)), 'journal removed')
+        r = queue(p, 'delete', b)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn('no such message', r.stderr)
+        p.restart()
+        got, _ = listing(p)
+        self.assertEqual(sorted(got), [a])
 
     def test_hold_and_delete_while_delivering(self):
         # A next hop that takes the connection and never greets: the deliveries stay under way.

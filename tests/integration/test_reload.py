@@ -208,7 +208,8 @@ class Refused(ReloadCase):
         self.assertIn('applied.test', c.greeting.lines[0])
         self.ehlo_lines(c)
         qid = self.send_one(c, 'still-old-spool')
-        self.assertTrue(os.path.exists(os.path.join(old_spool, 'queue', qid)))
+        self.assertEqual(os.path.dirname(petrel.find_slot(old_spool, qid)[0]),
+                         os.path.join(old_spool, 'slots'))
         self.assertFalse(os.path.exists(os.path.join(p.workdir, 'other-spool')))
 
 

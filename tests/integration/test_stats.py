@@ -435,20 +435,21 @@ class Metrics(StatsTestCase):
     def test_healthz(self):
         r = self.get('/healthz')
         self.assertEqual((r.status, r.body), (200, b'ok\n'))
-        # Root ignores file modes: take <spool>/tmp away and put a file in its place.
-        tmp = os.path.join(self.petrel.spool, 'tmp')
-        away = tmp + '.away'
-        os.rename(tmp, away)
+        # Root ignores file modes: take the spool directory away and put a file in its place
+        # (the probe is created somewhere under it; petrel's own work goes through open fds).
+        spool = self.petrel.spool
+        away = spool + '.away'
+        os.rename(spool, away)
         try:
-            with open(tmp, 'w') as f:
+            with open(spool, 'w') as f:
                 f.write('not a directory\n')
             r = self.get('/healthz')
             self.assertEqual(r.status, 503, r)
             self.assertIn(b'spool not writable', r.body)
         finally:
-            if os.path.isfile(tmp):
-                os.unlink(tmp)
-            os.rename(away, tmp)
+            if os.path.isfile(spool):
+                os.unlink(spool)
+            os.rename(away, spool)
         r = self.get('/healthz')
         self.assertEqual((r.status, r.body), (200, b'ok\n'))
         r = self.get('/healthz', method='HEAD')

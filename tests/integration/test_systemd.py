@@ -440,12 +440,12 @@ class Privileges(SystemdCase):
         self.assert_ids(p.pid)
         p.wait_log(r'petrel running as user=%s uid=%d group=\S+ gid=%d'
                    % (USER, self.uid, self.gid))
-        for sub in ('', 'tmp', 'queue', 'state'):
+        for sub in ('', 'slots', 'state'):
             self.assert_owned(os.path.join(p.spool, sub))
         c = self.connect(p)
         qid = c.send_mail('a@example.org', 'user@localhost', make_message('as nobody'))
         self.assertIsNotNone(qid)
-        self.assert_owned(os.path.join(p.spool, 'queue', qid))
+        self.assert_owned(p.spool_path(qid))
         self.assertEqual(p.message(qid).sender, 'a@example.org')
         # Threads started after the switch: every one of them is the user too.
         for tid in os.listdir('/proc/%d/task' % p.pid):
@@ -462,13 +462,14 @@ class Privileges(SystemdCase):
         qid = c.send_mail('a@example.org', 'user@localhost', make_message('root era'))
         c.close()
         self.assertEqual(p.stop(), 0)
-        self.assertEqual(os.stat(os.path.join(p.spool, 'queue', qid)).st_uid, 0)
+        self.assertEqual(os.stat(p.spool_path(qid)).st_uid, 0)
         p.overrides['user'] = USER
         p.restart()
         p.wait_log(r'spool dir=\S+ given to user=%s' % USER)
         p.wait_log(r'spool ready dir=\S+ durability=fsync messages=1\b')
-        for sub in ('', 'tmp', 'queue', 'state', os.path.join('queue', qid)):
+        for sub in ('', 'slots', 'state'):
             self.assert_owned(os.path.join(p.spool, sub))
+        self.assert_owned(p.spool_path(qid))
         self.assert_ids(p.pid)
         self.assertEqual(p.stop(), 0)
 
@@ -557,7 +558,7 @@ class Privileges(SystemdCase):
         self.assert_ids(p.pid)
         c = self.connect(p)
         qid = c.send_mail('a@example.org', 'user@localhost', make_message('systemd model'))
-        self.assert_owned(os.path.join(p.spool, 'queue', qid))
+        self.assert_owned(p.spool_path(qid))
         self.assertEqual(p.stop(), 0)
 
     def test_another_user_cannot_switch(self):

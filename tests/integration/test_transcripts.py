@@ -11,8 +11,8 @@ Each cases/*.txt file is one test. Its lines:
   expect CODE [ENH [TEXT]]       read one whole reply: exact code, exact enhanced code if
                                  given ("-" for none), and the last line containing TEXT
   expect-closed                  the server closes the connection (nothing else comes)
-  spool +N                       queue/ holds exactly N more messages than at the start
-  spool-none-contains TEXT       no message in queue/ contains TEXT
+  spool +N                       the spool holds exactly N more messages than at the start
+  spool-none-contains TEXT       no queued message contains TEXT
   spool-last-body TEXT           the newest message of this case is exactly TEXT (without
                                  petrel's Received: header)
 

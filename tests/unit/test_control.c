@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -17,6 +18,7 @@
 #include "petrel/control.h"
 #include "petrel/message.h"
 #include "petrel/scheduler.h"
+#include "petrel/spool_record.h"
 
 #define ID_A "0660f8bf21ed0600"
 #define ID_B "0660f8bf21f6b800"
@@ -368,6 +370,28 @@ write_file(const char *sub, const char *name, const char *text)
 	fclose(f);
 }
 
+/* slots/<slot>: a commit record (state, id, the content's length and checksum, the checksum
+ * xor sum_xor), then the content (envelope lines, empty line, data). */
+static void
+write_slot(const char *slot, char state, const char *id, const char *content, uint64_t sum_xor)
+{
+	struct spool_record r = { .state = state, .len = strlen(content) };
+	struct iovec iov = { (void *)content, strlen(content) };
+	char path[512], rec[SPOOL_RECORD_LEN];
+	FILE *f;
+
+	snprintf(r.id, sizeof(r.id), "%s", id);
+	r.sum = spool_sum_iov(&iov, 1, r.len) ^ sum_xor;
+	spool_record_format(rec, &r);
+	snprintf(path, sizeof(path), "%s/slots", dir);
+	mkdir(path, 0700);
+	snprintf(path, sizeof(path), "%s/slots/%s", dir, slot);
+	cr_assert_not_null(f = fopen(path, "w"));
+	cr_assert_eq(fwrite(rec, 1, SPOOL_RECORD_LEN, f), SPOOL_RECORD_LEN);
+	cr_assert_eq(fwrite(content, 1, r.len, f), r.len);
+	fclose(f);
+}
+
 static int
 open_sub(const char *sub)
 {
@@ -383,21 +407,23 @@ Test(control, show_from_spool, .init = setup, .fini = teardown)
 	struct control_out o = { .buf = buf, .prefix = "" };
 	struct control_show *sh;
 	char *text;
-	int qfd, sfd;
+	int slotsfd, sfd;
 
-	write_file("queue", ID_A,
-	           "petrel-spool 1\nid " ID_A "\narrival 1795471335.000001\nclient 127.0.0.1\n"
+	write_slot("3", SPOOL_SLOT_QUEUED, ID_A,
+	           "id " ID_A "\narrival 1795471335.000001\nclient 127.0.0.1\n"
 	           "helo client.test\nprotocol ESMTP\nfrom <s@example.org>\nbody 8BITMIME\n"
 	           "rcpt notify=SUCCESS,FAILURE orcpt=rfc822;a@far.test <a@far.test>\n"
 	           "rcpt <b@far.test>\nrcpt <c@near.test>\n\n"
 	           "Received: from client.test\r\n\tby petrel.test; now\r\n"
-	           "Subject: hi \x1b[31mred\r\n..hidden: dot\r\n\r\nbody line\r\nSecret: no\r\n");
+	           "Subject: hi \x1b[31mred\r\n..hidden: dot\r\n\r\nbody line\r\nSecret: no\r\n",
+	           0);
 	write_file("state", ID_A,
 	           "0 deferred 1795471336 1 1795474936 451 4.4.1 refused\n"
 	           "1 delivered 1795471337 250 2.0.0 Ok\n- held 1795471338\n2 bounced 17954");
-	qfd = open_sub("queue");
+	slotsfd = open_sub("slots");
 	sfd = open_sub("state");
-	cr_assert_eq(control_show_load(qfd, sfd, ID_A, 1795471400, &sh), 0, "%s", strerror(errno));
+	cr_assert_eq(control_show_load(slotsfd, sfd, ID_A, 1795471400, &sh), 0, "%s",
+	             strerror(errno));
 	cr_expect_eq(sh->state, SCHEDULER_MSG_HELD);
 	cr_expect_eq(sh->j->npending, 2, "the torn last line does not count");
 	cr_assert_eq(control_format_show(&o, sh, 1795471400), 0);
@@ -453,11 +479,24 @@ Test(control, show_from_spool, .init = setup, .fini = teardown)
 	control_show_free(sh);
 
 	errno = 0;
-	cr_expect_eq(control_show_load(qfd, sfd, ID_B, 0, &sh), -1);
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1);
 	cr_expect_eq(errno, ENOENT);
-	write_file("queue", ID_B, "petrel-spool 1\nid " ID_B "\nfrom <>\n");
-	cr_expect_eq(control_show_load(qfd, sfd, ID_B, 0, &sh), -1, "malformed: no empty line");
-	close(qfd);
+	write_slot("0", SPOOL_SLOT_QUEUED, ID_B, "id " ID_B "\nfrom <>\n", 0);
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "malformed: no empty line");
+	write_slot("0", SPOOL_SLOT_QUEUED, ID_B,
+	           "id " ID_B "\nfrom <>\nrcpt <postmaster>\n\nSubject: torn\r\n", 1);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "torn: wrong checksum");
+	cr_expect_eq(errno, ENOENT, "a torn slot was never acknowledged: no such message");
+	write_slot("0", SPOOL_SLOT_FREE, ID_B,
+	           "id " ID_B "\nfrom <>\nrcpt <postmaster>\n\nSubject: freed\r\n", 0);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "a free slot");
+	cr_expect_eq(errno, ENOENT);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, "0660F8BF21F6B800", 0, &sh), -1, "not an id");
+	cr_expect_eq(errno, EINVAL);
+	close(slotsfd);
 	close(sfd);
 	evbuffer_free(buf);
 }
@@ -469,17 +508,17 @@ Test(control, show_long_header_section, .init = setup, .fini = teardown)
 	struct control_show *sh;
 	size_t n = 70000, i;
 	char *big = malloc(n + 200), *text;
-	int qfd;
+	int slotsfd;
 
 	cr_assert_not_null(big);
 	i = (size_t)snprintf(big, 200,
-	                     "petrel-spool 1\nid " ID_A "\narrival 1.0\nclient ::1\nhelo h\n"
+	                     "id " ID_A "\narrival 1.0\nclient ::1\nhelo h\n"
 	                     "protocol SMTP\nfrom <>\nrcpt <postmaster>\n\nX-Long: ");
 	memset(big + i, 'x', n);
 	big[i + n] = '\0';
-	write_file("queue", ID_A, big);
-	qfd = open_sub("queue");
-	cr_assert_eq(control_show_load(qfd, -1, ID_A, 100, &sh), 0);
+	write_slot("0", SPOOL_SLOT_QUEUED, ID_A, big, 0);
+	slotsfd = open_sub("slots");
+	cr_assert_eq(control_show_load(slotsfd, -1, ID_A, 100, &sh), 0);
 	cr_expect(sh->truncated);
 	cr_assert_eq(control_format_show(&o, sh, 100), 0);
 	text = take(buf);
@@ -487,7 +526,7 @@ Test(control, show_long_header_section, .init = setup, .fini = teardown)
 	cr_expect_not_null(strstr(text, " [the header section goes on past 65536 bytes]\n"));
 	free(text);
 	control_show_free(sh);
-	close(qfd);
+	close(slotsfd);
 	free(big);
 	evbuffer_free(buf);
 }

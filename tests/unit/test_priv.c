@@ -123,13 +123,13 @@ Test(priv, prepare_dir_creates_and_chowns)
 	/* A root-made spool with a message; a symbolic link and a hard link planted in it. */
 	snprintf(path, sizeof(path), "%s/old", dir);
 	cr_assert_eq(mkdir(path, 0700), 0);
-	snprintf(path, sizeof(path), "%s/old/queue", dir);
+	snprintf(path, sizeof(path), "%s/old/slots", dir);
 	cr_assert_eq(mkdir(path, 0700), 0);
-	snprintf(path, sizeof(path), "%s/old/queue/0123456789abcdef", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/0123456789abcdef", dir);
 	test_priv_write(path);
 	snprintf(victim, sizeof(victim), "%s/victim", dir);
 	test_priv_write(victim);
-	snprintf(path, sizeof(path), "%s/old/queue/symlink", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/symlink", dir);
 	cr_assert_eq(symlink(victim, path), 0);
 	snprintf(path, sizeof(path), "%s/old/hardlink", dir);
 	cr_assert_eq(link(victim, path), 0);
@@ -137,20 +137,20 @@ Test(priv, prepare_dir_creates_and_chowns)
 	snprintf(path, sizeof(path), "%s/old", dir);
 	cr_assert_eq(priv_prepare_dir(path, &u, &err), 0, "%s", err);
 	test_priv_expect_owner(path, u.uid, u.gid);
-	snprintf(path, sizeof(path), "%s/old/queue", dir);
+	snprintf(path, sizeof(path), "%s/old/slots", dir);
 	test_priv_expect_owner(path, u.uid, u.gid);
-	snprintf(path, sizeof(path), "%s/old/queue/0123456789abcdef", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/0123456789abcdef", dir);
 	test_priv_expect_owner(path, u.uid, u.gid);
-	snprintf(path, sizeof(path), "%s/old/queue/symlink", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/symlink", dir);
 	test_priv_expect_owner(path, 0, 0); /* the link itself is left alone */
 	test_priv_expect_owner(victim, 0, 0);
 
 	/* The user's own spool is not walked: what is in it stays as it is. */
-	snprintf(path, sizeof(path), "%s/old/queue/late", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/late", dir);
 	test_priv_write(path);
 	snprintf(path, sizeof(path), "%s/old", dir);
 	cr_assert_eq(priv_prepare_dir(path, &u, &err), 0, "%s", err);
-	snprintf(path, sizeof(path), "%s/old/queue/late", dir);
+	snprintf(path, sizeof(path), "%s/old/slots/late", dir);
 	test_priv_expect_owner(path, 0, 0);
 
 	/* Not a directory. */

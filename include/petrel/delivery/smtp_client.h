@@ -61,9 +61,10 @@ struct smtp_txn {
 	bool smtputf8;
 	enum smtp_body_type body;
 	enum smtp_dsn_ret ret;
-	const char *envid; /* xtext or NULL */
-	int fd;            /* spool file; the client takes it when it sends the body (-1 then) */
-	uint64_t offset;   /* message data in the file (CRLF, dot-stuffed, ends with CRLF) */
+	const char *envid;    /* xtext or NULL */
+	int fd;               /* spool file; the client takes it when it sends the body (-1 then) */
+	struct evbuffer *mem; /* or the data itself (len bytes), taken the same way; NULL */
+	uint64_t offset;      /* message data in the file (CRLF, dot-stuffed, ends with CRLF) */
 	uint64_t len;
 	struct smtp_txn_rcpt *rcpts;
 	size_t nrcpts;
