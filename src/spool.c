@@ -878,7 +878,8 @@ spool_read_record(int fd, struct spool_record *rec)
  * Read slot file fd (slot number `slot`) as a committed message into *out (fd stays the
  * caller's; msg->fd is -1). 0, or -1 with errno: ENOENT when the slot is free (state F, or no
  * record: a new file's zeros), EINVAL when its record says queued but the file does not match it
- * (torn by a crash: never acknowledged), else from the system.
+ * (torn by a crash: never acknowledged), EBADMSG when it matches but holds no envelope petrel
+ * can read (left alone), else from the system.
  */
 static int
 spool_read_slot(int fd, uint32_t slot, struct message **out)
@@ -914,9 +915,11 @@ spool_read_slot(int fd, uint32_t slot, struct message **out)
 	}
 	if (spool_parse_envelope(f, msg, &header) == -1 || strcmp(msg->id, rec.id) != 0 ||
 	    msg->from == NULL || msg->nrcpts == 0 || header > rec.len) {
+		/* Complete (the checksum agrees) but not an envelope petrel can read: not torn,
+		 * so never taken for a free slot either. */
 		fclose(f);
 		message_free(msg);
-		errno = EINVAL;
+		errno = EBADMSG;
 		return -1;
 	}
 	fclose(f);
@@ -1000,7 +1003,8 @@ spool_load_slots(struct spool *sp)
 				continue;
 			}
 		} else if (errno != ENOENT) {
-			log_error("spool cannot read slot=%s/slots/%s error=\"%s\" (left as it is)",
+			log_error("spool cannot read slot=%s/slots/%s error=\"%s\" (left as it is, "
+			          "not queued)",
 			          sp->dir, de->d_name, strerror(errno));
 			close(fd);
 			unreadable++;

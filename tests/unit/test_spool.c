@@ -804,7 +804,8 @@ Test(spool, torn_slots_are_not_recovered_and_are_reused, .init = setup, .fini = 
 	write_slot(0, 'Q', ID_OK, ok, 0, 0);
 	write_slot(1, 'Q', ID_SUM, sum, 1, 0);     /* wrong checksum */
 	write_slot(2, 'Q', ID_SHORT, shrt, 0, 10); /* the file stops 10 bytes short */
-	write_slot(3, 'Q', ID_OTHER, other, 0, 0); /* the id line names another message */
+	write_slot(3, 'Q', ID_OTHER, other, 0, 0); /* complete, but the id line names another
+	                                            * message: not ours to reuse, left alone */
 	write_slot(5, 'F', ID_FREE, fr, 0, 0);     /* a finished message */
 	slot_path(path, sizeof(path), 4);          /* a new file's zeros */
 	cr_assert_geq(fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600), 0);
@@ -844,19 +845,31 @@ Test(spool, torn_slots_are_not_recovered_and_are_reused, .init = setup, .fini = 
 	free(got);
 	got_free(&g);
 
-	/* Six messages take the six free slots, where they lie; no file is created. */
+	/* Five messages take the five free slots, where they lie; the sixth makes slots/7. */
 	for (i = 0; i < 6; i++) {
 		struct message *h = commit_wait(sp, make_message("reuse\r\n"), "", ids[i]);
 
-		cr_assert(h->spool_slot >= 1 && h->spool_slot <= 6, "slot %lld",
-		          (long long)h->spool_slot);
+		if (i == 5) {
+			cr_assert_eq(h->spool_slot, 7, "a new file once the free slots are taken");
+			used[3] = true; /* the one left alone */
+			expect_slot_holds(7, ids[i], &s);
+			slot_free(&s);
+			continue;
+		}
+		cr_assert(h->spool_slot >= 1 && h->spool_slot <= 6 && h->spool_slot != 3,
+		          "slot %lld", (long long)h->spool_slot);
 		cr_assert(!used[h->spool_slot], "slot %lld given twice", (long long)h->spool_slot);
 		used[h->spool_slot] = true;
 		cr_assert_eq(slot_ino(h->spool_slot), inos[h->spool_slot], "written in place");
 		expect_slot_holds(h->spool_slot, ids[i], &s);
 		slot_free(&s);
 	}
-	cr_assert_eq(slot_files(nums, 16), 7, "no slot file created");
+	cr_assert_eq(slot_files(nums, 16), 8, "one slot file created");
+	cr_assert(slot_read(3, &s));
+	cr_assert_eq(s.ino, inos[3]);
+	cr_assert_eq(s.size, SPOOL_RECORD_LEN + strlen(other), "slots/3 is untouched");
+	cr_assert_eq(memcmp(s.content, other, strlen(other)), 0);
+	slot_free(&s);
 	expect_slot_holds(0, ID_OK, &s);
 	cr_assert_eq(s.r.len, strlen(ok), "the committed slot is untouched");
 	cr_assert_eq(memcmp(s.content, ok, strlen(ok)), 0);
