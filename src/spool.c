@@ -932,6 +932,23 @@ spool_read_slot(int fd, uint32_t slot, struct message **out)
 	return 0;
 }
 
+/* Walk a directory given by fd (from the start; fd stays the caller's). NULL on error. */
+static DIR *
+spool_opendir(int dirfd)
+{
+	DIR *d;
+	int fd;
+
+	if ((fd = dup(dirfd)) == -1)
+		return NULL;
+	if ((d = fdopendir(fd)) == NULL) {
+		close(fd);
+		return NULL;
+	}
+	rewinddir(d);
+	return d;
+}
+
 static int
 spool_msg_id_cmp(const void *a, const void *b)
 {
@@ -969,13 +986,8 @@ spool_load_slots(struct spool *sp)
 	DIR *d;
 	int fd;
 
-	if ((fd = dup(sp->slotsfd)) == -1)
+	if ((d = spool_opendir(sp->slotsfd)) == NULL)
 		return -1;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	while ((de = readdir(d)) != NULL) {
 		if ((slot = spool_slot_parse(de->d_name)) < 0)
 			continue;
@@ -1180,13 +1192,8 @@ spool_list(int slotsfd, spool_message_cb cb, void *arg)
 	DIR *d;
 	int fd;
 
-	if ((fd = dup(slotsfd)) == -1)
+	if ((d = spool_opendir(slotsfd)) == NULL)
 		return -1;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	while ((de = readdir(d)) != NULL) {
 		if ((slot = spool_slot_parse(de->d_name)) < 0 ||
 		    (fd = openat(slotsfd, de->d_name, O_RDONLY | O_CLOEXEC)) == -1)
@@ -1219,13 +1226,8 @@ spool_find(int slotsfd, const char *id, struct message **out)
 		errno = EINVAL;
 		return -1;
 	}
-	if ((fd = dup(slotsfd)) == -1)
+	if ((d = spool_opendir(slotsfd)) == NULL)
 		return -1;
-	if ((d = fdopendir(fd)) == NULL) {
-		close(fd);
-		return -1;
-	}
-	rewinddir(d);
 	while (rc == -1 && (de = readdir(d)) != NULL) {
 		if ((slot = spool_slot_parse(de->d_name)) < 0 ||
 		    (fd = openat(slotsfd, de->d_name, O_RDONLY | O_CLOEXEC)) == -1)
