@@ -1458,11 +1458,11 @@ control_cli_list_one(void *arg, struct message *msg)
 {
 	struct control_cli_list *cl = arg;
 	struct scheduler_msg_summary sum;
-	struct control_journal *j;
+	struct control_journal *j = NULL;
 
 	if (cl->rc == 0 && (j = control_journal_new(msg->nrcpts)) == NULL)
 		cl->rc = 2; /* out of memory */
-	if (cl->rc != 0) {
+	if (j == NULL) {
 		message_free(msg);
 		return;
 	}
