@@ -22,8 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-#include <event2/bufferevent.h>
-
 #define SEND_RETRY_US     100000 /* pause before replacing a failed session */
 #define SEND_RATE_TICK_US 1000   /* open-loop clock resolution */
 
@@ -916,7 +914,7 @@ send_teardown(struct send_run *run)
 	histogram_free(run->h_session);
 	histogram_free(run->h_scheduled);
 	histogram_free(run->h_interval);
-	/* Bodies last: output buffers referenced them until the bufferevents were freed. */
+	/* Bodies last: output buffers referenced them until the streams were closed. */
 	for (i = 0; i < MESSAGE_SIZES_MAX; i++)
 		message_body_release(&run->bodies[i]);
 }

@@ -11,12 +11,12 @@
 
 #include "bench.h"
 #include "message.h"
+#include "petrel/net/stream.h"
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -182,7 +182,7 @@ struct send_tx {
  */
 struct send_session {
 	struct send_run *run;                  /* owner */
-	struct bufferevent *bev;               /* socket, or the TLS filter over it */
+	struct stream st;                      /* the connection (TLS after STARTTLS) */
 	uint64_t id;                           /* for messages */
 	enum send_state state;                 /* see enum send_state */
 	uint64_t connect_us;                   /* connect() called */
@@ -202,6 +202,7 @@ struct send_session {
 	unsigned char *fifo;                   /* expected replies (enum send_expect) */
 	size_t fifo_head, fifo_len;            /* ring position and fill */
 	bool in_ready;                         /* linked in run->ready */
+	bool in_read;                          /* its read callback runs: it flushes at the end */
 	TAILQ_ENTRY(send_session) entry;       /* run->sessions */
 	TAILQ_ENTRY(send_session) ready_entry; /* run->ready */
 };

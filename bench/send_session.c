@@ -9,6 +9,11 @@
  * BDAT...) goes out in one write and the replies are matched in order (RFC 2920). Bodies
  * are added to the output by reference, never copied.
  *
+ * The connection is a petrel stream (net/stream.h): in plain text nothing is written until
+ * stream_flush(), which the read callback calls once at its end (every command one read
+ * brought about in one writev), and send_session_flush() after what the driver asks for from
+ * outside that callback (a message on the open-loop clock, a QUIT when the run stops).
+ *
  * Only send_session_close() frees a session; every function that can reach it returns -1
  * so that its callers stop touching the session.
  */
@@ -24,10 +29,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent_ssl.h>
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
@@ -53,8 +56,8 @@ static const char *const send_state_names[] = {
 	"AUTH",    "idle",     "transaction", "RSET", "QUIT",
 };
 
-static void send_session_read(struct bufferevent *bev, void *arg);
-static void send_session_event(struct bufferevent *bev, short what, void *arg);
+static void send_session_read(struct stream *st, void *arg);
+static void send_session_event(struct stream *st, short what, void *arg);
 
 static uint64_t
 send_elapsed(uint64_t since)
@@ -64,14 +67,34 @@ send_elapsed(uint64_t since)
 	return now > since ? now - since : 0;
 }
 
-static void
-send_session_timeouts(struct send_session *s, bool reading)
+static struct timeval
+send_session_timeout(const struct send_session *s)
 {
 	struct timeval tv;
 
 	tv.tv_sec = (time_t)s->run->cfg.timeout;
 	tv.tv_usec = (suseconds_t)((s->run->cfg.timeout - (double)tv.tv_sec) * 1e6);
-	bufferevent_set_timeouts(s->bev, reading ? &tv : NULL, &tv);
+	return tv;
+}
+
+/* Timer updates only: the stream's events stay in the kernel's list. */
+static void
+send_session_timeouts(struct send_session *s, bool reading)
+{
+	struct timeval tv = send_session_timeout(s);
+
+	stream_set_timeouts(&s->st, reading ? &tv : NULL, &tv);
+}
+
+/*
+ * Sends what the session has queued, unless its read callback runs: that one flushes once at
+ * its end. A failed write comes back to send_session_event() from the loop.
+ */
+static void
+send_session_flush(struct send_session *s)
+{
+	if (!s->in_read)
+		(void)stream_flush(&s->st);
 }
 
 /* Unlinks and frees s, then tells the driver. Callers must not touch s afterwards. */
@@ -88,8 +111,7 @@ send_session_close(struct send_session *s)
 	if (s->in_ready)
 		TAILQ_REMOVE(&run->ready, s, ready_entry);
 	TAILQ_REMOVE(&run->sessions, s, entry);
-	if (s->bev != NULL)
-		bufferevent_free(s->bev);
+	stream_close(&s->st);
 	free(s->fifo);
 	free(s);
 	send_run_session_gone(run, failed, greeted);
@@ -148,7 +170,7 @@ send_fifo_pop(struct send_session *s)
 static void
 send_cmd(struct send_session *s, const char *cmd)
 {
-	evbuffer_add(bufferevent_get_output(s->bev), cmd, strlen(cmd));
+	stream_write(&s->st, cmd, strlen(cmd));
 }
 
 /* ---- login ------------------------------------------------------------------------- */
@@ -157,7 +179,7 @@ static void
 send_login_ehlo(struct send_session *s)
 {
 	s->ext_pipelining = s->ext_chunking = s->ext_starttls = s->ext_auth_plain = false;
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "EHLO %s\r\n", s->run->cfg.helo);
+	evbuffer_add_printf(stream_output(&s->st), "EHLO %s\r\n", s->run->cfg.helo);
 	s->state = SEND_STATE_EHLO;
 }
 
@@ -203,7 +225,7 @@ send_login_auth(struct send_session *s)
 	raw[1 + ulen] = '\0';
 	memcpy(raw + 2 + ulen, cfg->auth_pass, plen);
 	EVP_EncodeBlock(b64, raw, (int)(2 + ulen + plen));
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "AUTH PLAIN %s\r\n", b64);
+	evbuffer_add_printf(stream_output(&s->st), "AUTH PLAIN %s\r\n", b64);
 	s->state = SEND_STATE_AUTH;
 	return 0;
 }
@@ -213,7 +235,6 @@ send_login_starttls(struct send_session *s)
 {
 	struct send_run *run = s->run;
 	const char *name = run->cfg.tls_name ? run->cfg.tls_name : run->cfg.host;
-	struct bufferevent *tls;
 	char err[160];
 	SSL *ssl;
 
@@ -222,19 +243,12 @@ send_login_starttls(struct send_session *s)
 		return send_session_fail(
 		        s, SEND_ERR_TLS, "%s",
 		        bench_tls_error_string(0, "SSL_new failed", err, sizeof(err)));
-	tls = bufferevent_openssl_filter_new(run->base, s->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
-	                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
+	/* From now on a TLS filter over the same socket, with the same timeouts; what was left
+	 * of the plain input is dropped (it cannot pass for protected text). */
+	if (stream_start_tls(&s->st, ssl, BUFFEREVENT_SSL_CONNECTING) < 0)
 		return send_session_fail(s, SEND_ERR_TLS, "cannot create the TLS filter");
-	}
-	/* The filter owns the plain bufferevent now. */
-	s->bev = tls;
 	s->state = SEND_STATE_HANDSHAKE;
-	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-	bufferevent_setcb(tls, send_session_read, NULL, send_session_event, s);
-	send_session_timeouts(s, true);
-	bufferevent_enable(tls, EV_READ | EV_WRITE);
+	stream_ssl_allow_dirty_shutdown(&s->st);
 	return 0;
 }
 
@@ -274,7 +288,7 @@ static bool
 send_tx_next(struct send_session *s)
 {
 	const struct send_config *cfg = &s->run->cfg;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = stream_output(&s->st);
 	struct send_tx *tx = &s->tx;
 	char addr[MESSAGE_ADDRESS_MAX + 32];
 	uint64_t n, off, end;
@@ -389,7 +403,7 @@ send_tx_finish(struct send_session *s)
 static void
 send_tx_body(struct send_session *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = stream_output(&s->st);
 	struct send_tx *tx = &s->tx;
 
 	if (tx->fail_code != 0 || tx->rcpt_ok == 0) {
@@ -501,8 +515,7 @@ send_session_reply(struct send_session *s, int code)
 			return send_login_next(s);
 		if (code >= 500 && !run->cfg.pipelining && !run->cfg.chunking &&
 		    !run->cfg.starttls && !run->cfg.auth) {
-			evbuffer_add_printf(bufferevent_get_output(s->bev), "HELO %s\r\n",
-			                    run->cfg.helo);
+			evbuffer_add_printf(stream_output(&s->st), "HELO %s\r\n", run->cfg.helo);
 			s->state = SEND_STATE_HELO;
 			return 0;
 		}
@@ -586,7 +599,7 @@ bad:
 	                         send_state_names[s->state], shown);
 }
 
-/* The TCP connection is up (reported by libevent, or implied by the first bytes). */
+/* The TCP connection is up (reported by the stream, or implied by the first bytes). */
 static void
 send_session_connected(struct send_session *s)
 {
@@ -595,23 +608,28 @@ send_session_connected(struct send_session *s)
 }
 
 static void
-send_session_read(struct bufferevent *bev, void *arg)
+send_session_read(struct stream *st, void *arg)
 {
 	struct send_session *s = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
 	char line[SEND_LINE_MAX + 1];
 	struct evbuffer_ptr eol;
+	struct evbuffer *in;
 	size_t eol_len;
 
-	/* The read event can beat the write event that reports the connection. */
+	/* The stream reports CONNECTED before the first input; the banner implies it anyway. */
 	if (s->state == SEND_STATE_CONNECTING)
 		send_session_connected(s);
-	for (;;) {
+	s->in_read = true;
+	/* After STARTTLS the plain input is gone: the next reply comes after the handshake. */
+	while (s->state != SEND_STATE_HANDSHAKE) {
+		in = stream_input(st);
 		eol = evbuffer_search_eol(in, NULL, &eol_len, EVBUFFER_EOL_CRLF);
 		if (eol.pos < 0) {
-			if (evbuffer_get_length(in) > SEND_LINE_MAX)
+			if (evbuffer_get_length(in) > SEND_LINE_MAX) {
 				send_session_fail(s, SEND_ERR_PROTOCOL, "reply line too long");
-			return;
+				return;
+			}
+			break;
 		}
 		if ((size_t)eol.pos > SEND_LINE_MAX) {
 			send_session_fail(s, SEND_ERR_PROTOCOL, "reply line too long");
@@ -622,19 +640,19 @@ send_session_read(struct bufferevent *bev, void *arg)
 		evbuffer_drain(in, eol_len);
 		if (send_session_line(s, line, (size_t)eol.pos) < 0)
 			return;
-		/* After STARTTLS the plain input belongs to the TLS filter. */
-		if (s->bev != bev)
-			return;
 	}
+	/* Every command these replies brought about leaves in one write. */
+	s->in_read = false;
+	(void)stream_flush(st);
 }
 
 static void
-send_session_event(struct bufferevent *bev, short what, void *arg)
+send_session_event(struct stream *st, short what, void *arg)
 {
 	struct send_session *s = arg;
 	struct send_run *run = s->run;
 	char err[160];
-	int e = EVUTIL_SOCKET_ERROR();
+	int e = errno;
 
 	if (what & BEV_EVENT_CONNECTED) {
 		if (s->state == SEND_STATE_CONNECTING) {
@@ -642,6 +660,7 @@ send_session_event(struct bufferevent *bev, short what, void *arg)
 		} else if (s->state == SEND_STATE_HANDSHAKE) {
 			s->tls = true;
 			send_login_ehlo(s);
+			send_session_flush(s);
 		}
 		return;
 	}
@@ -663,8 +682,8 @@ send_session_event(struct bufferevent *bev, short what, void *arg)
 	}
 	if (s->state == SEND_STATE_HANDSHAKE) {
 		send_session_fail(s, SEND_ERR_TLS, "TLS handshake: %s",
-		                  bench_tls_error_string(bufferevent_get_openssl_error(bev),
-		                                         "connection closed", err, sizeof(err)));
+		                  bench_tls_error_string(stream_ssl_error(st), "connection closed",
+		                                         err, sizeof(err)));
 		return;
 	}
 	if (s->state == SEND_STATE_QUIT) {
@@ -683,59 +702,61 @@ send_session_event(struct bufferevent *bev, short what, void *arg)
 
 /* ---- called by the driver ---------------------------------------------------------- */
 
+/*
+ * stream_connect() fails at once only when no socket could be made, or the connect failed with
+ * another error than a refusal (a refusal comes to send_session_event() from the loop).
+ */
+static void
+send_session_connect_error(struct send_run *run, int e)
+{
+	switch (e) {
+	case EMFILE:
+	case ENFILE:
+	case ENOBUFS:
+	case ENOMEM:
+		send_run_error(run, SEND_ERR_CONNECT, "cannot open a connection: %s", strerror(e));
+		return;
+	default:
+		send_run_error(run, SEND_ERR_CONNECT, "connect %s: %s", run->cfg.addr.text,
+		               strerror(e));
+		return;
+	}
+}
+
 struct send_session *
 send_session_start(struct send_run *run)
 {
 	const struct bench_addr *a = &run->cfg.addr;
-	struct send_session *s = NULL;
-	int fd = -1, e;
+	struct send_session *s;
+	struct timeval tv;
+	int e;
 
 	run->st.sessions_opened++;
 	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		goto fail_errno;
-	s->fifo = malloc(run->fifo_max);
-	if (s->fifo == NULL)
-		goto fail_errno;
-	fd = bench_tcp_socket(a->ss.ss_family);
-	if (fd < 0)
-		goto fail_errno;
-	s->connect_us = bench_now_us();
-	/* Connect here, not in libevent, so an immediate refusal is seen with its errno. */
-	if (connect(fd, (const struct sockaddr *)&a->ss, a->len) < 0 && errno != EINPROGRESS) {
+	if (s == NULL || (s->fifo = malloc(run->fifo_max)) == NULL) {
 		e = errno;
-		send_run_error(run, e == ECONNREFUSED ? SEND_ERR_CONNECT_REFUSED : SEND_ERR_CONNECT,
-		               "connect %s: %s", a->text, strerror(e));
-		goto fail;
+		free(s);
+		send_run_error(run, SEND_ERR_CONNECT, "cannot open a connection: %s", strerror(e));
+		return NULL;
 	}
-	s->bev = bufferevent_socket_new(run->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->bev == NULL)
-		goto fail_errno;
-	fd = -1;
-	/* A NULL address means "already connecting": libevent reports the outcome. */
-	if (bufferevent_socket_connect(s->bev, NULL, 0) < 0)
-		goto fail_errno;
 	s->run = run;
 	s->id = run->st.sessions_opened;
 	s->state = SEND_STATE_CONNECTING;
-	bufferevent_set_max_single_write(s->bev, 256 * 1024);
-	bufferevent_setcb(s->bev, send_session_read, NULL, send_session_event, s);
-	send_session_timeouts(s, true);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	TAILQ_INSERT_TAIL(&run->sessions, s, entry);
-	return s;
-fail_errno:
-	send_run_error(run, SEND_ERR_CONNECT, "cannot open a connection: %s", strerror(errno));
-fail:
-	if (fd >= 0)
-		close(fd);
-	if (s != NULL) {
-		if (s->bev != NULL)
-			bufferevent_free(s->bev);
+	tv = send_session_timeout(s);
+	s->connect_us = bench_now_us();
+	/* The outcome (connected, refused, timed out) comes to send_session_event(). */
+	if (stream_connect(&s->st, run->base, (const struct sockaddr *)&a->ss, a->len, &tv,
+	                   send_session_read, NULL, send_session_event, s) < 0) {
+		send_session_connect_error(run, errno);
 		free(s->fifo);
 		free(s);
+		return NULL;
 	}
-	return NULL;
+	/* Commands are small writes: never let Nagle hold one back for a delayed ACK. */
+	bench_tcp_nodelay(stream_fd(&s->st));
+	send_session_timeouts(s, true);
+	TAILQ_INSERT_TAIL(&run->sessions, s, entry);
+	return s;
 }
 
 void
@@ -781,6 +802,7 @@ send_session_give(struct send_session *s, uint64_t seq, uint64_t due_us)
 	} else {
 		send_tx_next(s);
 	}
+	send_session_flush(s);
 }
 
 void
@@ -803,6 +825,7 @@ send_session_quit(struct send_session *s)
 	}
 	send_cmd(s, "QUIT\r\n");
 	s->state = SEND_STATE_QUIT;
+	send_session_flush(s);
 }
 
 void

@@ -10,10 +10,15 @@
  * by count. Only --check copies the first bytes of a message (its header block, at most
  * SINK_HDR_MAX) to inspect them.
  *
+ * Sessions are petrel streams (net/stream.h): one edge-triggered read event for the life of
+ * the connection, and in plain text the replies leave with one writev when
+ * sink_session_process() has handled all the input it had (stream_flush()).
+ *
  * Start reading at sink_session_process(): the pipelining loop of one session.
  */
 #include "bench.h"
 #include "message.h"
+#include "petrel/net/stream.h"
 #include "tls.h"
 
 #include <ctype.h>
@@ -26,11 +31,8 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 
@@ -38,10 +40,9 @@
 
 #define SINK_CMD            "sink"
 #define SINK_LISTEN_MAX     8
-#define SINK_LINE_MAX       4096 /* longest command line (AUTH included) */
-#define SINK_HDR_MAX        8192 /* header bytes kept for --check */
-#define SINK_PROBLEMS_SHOWN 10   /* check failures printed individually */
-#define SINK_READ_MAX       (64 * 1024)
+#define SINK_LINE_MAX       4096          /* longest command line (AUTH included) */
+#define SINK_HDR_MAX        8192          /* header bytes kept for --check */
+#define SINK_PROBLEMS_SHOWN 10            /* check failures printed individually */
 #define SINK_INPUT_MAX      (1024 * 1024) /* stop reading a session above this much input */
 
 enum sink_state {
@@ -147,7 +148,7 @@ struct sink {
 
 struct sink_session {
 	struct sink *sink;               /* owner */
-	struct bufferevent *bev;         /* socket, or TLS filter over it */
+	struct stream st;                /* the connection (TLS after STARTTLS) */
 	uint64_t id;                     /* for messages */
 	enum sink_state state;           /* what the input holds next */
 	bool tls;                        /* STARTTLS done */
@@ -389,7 +390,7 @@ sink_check_capture(struct sink_session *s, struct evbuffer *in, size_t n)
 static void
 sink_reply(struct sink_session *s, const char *text)
 {
-	evbuffer_add(bufferevent_get_output(s->bev), text, strlen(text));
+	stream_write(&s->st, text, strlen(text));
 }
 
 static void
@@ -564,7 +565,7 @@ static void
 sink_cmd_ehlo(struct sink_session *s, bool extended)
 {
 	struct sink *k = s->sink;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = stream_output(&s->st);
 
 	sink_tx_reset(s);
 	if (!extended) {
@@ -739,15 +740,11 @@ sink_cmd_auth(struct sink_session *s, const char *line, size_t len)
 	sink_auth_check(s, sp, strlen(sp));
 }
 
-static void sink_session_event(struct bufferevent *bev, short what, void *arg);
-static void sink_session_read(struct bufferevent *bev, void *arg);
-
 /* STARTTLS: answer on the plain socket, forget the input, wrap it in a TLS filter. */
 static int
 sink_cmd_starttls(struct sink_session *s)
 {
 	struct sink *k = s->sink;
-	struct bufferevent *tls;
 	SSL *ssl;
 
 	if (!k->cfg.tls) {
@@ -759,24 +756,17 @@ sink_cmd_starttls(struct sink_session *s)
 		return 0;
 	}
 	sink_reply(s, sink_reply_tls_go);
-	/* RFC 3207: nothing the client sent before the handshake may be acted upon. */
-	evbuffer_drain(bufferevent_get_input(s->bev),
-	               evbuffer_get_length(bufferevent_get_input(s->bev)));
 	sink_tx_reset(s);
 	ssl = SSL_new(k->ssl_ctx);
 	if (ssl == NULL)
 		return -1;
-	tls = bufferevent_openssl_filter_new(k->base, s->bev, ssl, BUFFEREVENT_SSL_ACCEPTING,
-	                                     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-	if (tls == NULL) {
-		SSL_free(ssl);
+	/* The 220 leaves in the clear first. RFC 3207: nothing the client sent before the
+	 * handshake may be acted upon, and stream_start_tls() drops it. On failure the stream
+	 * stays plain, so the 220 still goes before the close. */
+	if (stream_start_tls(&s->st, ssl, BUFFEREVENT_SSL_ACCEPTING) < 0)
 		return -1;
-	}
-	s->bev = tls;
 	s->tls = true;
-	bufferevent_openssl_set_allow_dirty_shutdown(tls, 1);
-	bufferevent_setcb(tls, sink_session_read, NULL, sink_session_event, s);
-	bufferevent_enable(tls, EV_READ | EV_WRITE);
+	stream_ssl_allow_dirty_shutdown(&s->st);
 	return 0;
 }
 
@@ -821,12 +811,13 @@ sink_command(struct sink_session *s, char *line, size_t len)
 
 /*
  * The pipelining loop: while input is complete enough for the current state, handle it
- * and append replies; they leave together when the callback returns. May free s.
+ * and append replies; then they leave together (stream_flush), and reading goes on if the
+ * input limit had stopped it. May free s.
  */
 static void
 sink_session_process(struct sink_session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = stream_input(&s->st);
 	char line[SINK_LINE_MAX + 1];
 	struct evbuffer_ptr eol;
 	size_t eol_len, avail, n;
@@ -842,7 +833,7 @@ sink_session_process(struct sink_session *s)
 					sink_reply(s, sink_reply_too_long);
 					goto close;
 				}
-				return;
+				goto out;
 			}
 			if ((size_t)eol.pos > SINK_LINE_MAX) {
 				s->sink->st.protocol_errors++;
@@ -858,12 +849,12 @@ sink_session_process(struct sink_session *s)
 			}
 			if (sink_command(s, line, (size_t)eol.pos) < 0)
 				goto close;
-			/* STARTTLS swapped the bufferevent: read again from the new one. */
-			in = bufferevent_get_input(s->bev);
+			/* STARTTLS put a TLS filter under the stream: read from its input now. */
+			in = stream_input(&s->st);
 			break;
 		case SINK_STATE_DATA:
 			if (sink_data_scan(s, in) == 0)
-				return;
+				goto out;
 			sink_message_end(s);
 			break;
 		case SINK_STATE_BDAT:
@@ -872,42 +863,49 @@ sink_session_process(struct sink_session *s)
 			sink_consume(s, in, n);
 			s->bdat_left -= n;
 			if (s->bdat_left > 0)
-				return;
+				goto out;
 			if (s->bdat_last) {
 				sink_message_end(s);
 			} else {
-				evbuffer_add_printf(bufferevent_get_output(s->bev),
+				evbuffer_add_printf(stream_output(&s->st),
 				                    "250 2.0.0 %" PRIu64 " octets received\r\n",
 				                    s->wire);
 				s->state = SINK_STATE_COMMAND;
 			}
 			break;
 		case SINK_STATE_DELAY:
-			return;
+			goto out;
 		case SINK_STATE_CLOSING:
 			/* Ignore anything after QUIT; the client closes. */
 			evbuffer_drain(in, evbuffer_get_length(in));
-			return;
+			goto out;
 		}
 	}
+out:
+	/* A failed write comes back to sink_session_event() from the loop. */
+	(void)stream_flush(&s->st);
+	stream_set_reading(&s->st, true);
+	return;
 close:
-	/* Let the last reply go, then free (sink_session_write). */
+	/* Let the last reply go, then free (here, or in sink_session_drained). */
 	s->state = SINK_STATE_CLOSING;
 	s->drain_close = true;
 	evbuffer_drain(in, evbuffer_get_length(in));
-	bufferevent_disable(s->bev, EV_READ);
-	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0)
+	stream_set_reading(&s->st, false);
+	(void)stream_flush(&s->st);
+	if (stream_output_length(&s->st) == 0)
 		sink_session_free(s);
 }
 
 static void
-sink_session_read(struct bufferevent *bev, void *arg)
+sink_session_read(struct stream *st, void *arg)
 {
 	sink_session_process(arg);
 }
 
+/* The output has drained (it had filled the socket, or it is TLS). */
 static void
-sink_session_write(struct bufferevent *bev, void *arg)
+sink_session_drained(struct stream *st, void *arg)
 {
 	struct sink_session *s = arg;
 
@@ -917,7 +915,7 @@ sink_session_write(struct bufferevent *bev, void *arg)
 }
 
 static void
-sink_session_event(struct bufferevent *bev, short what, void *arg)
+sink_session_event(struct stream *st, short what, void *arg)
 {
 	struct sink_session *s = arg;
 	struct sink *k = s->sink;
@@ -947,8 +945,7 @@ sink_session_free(struct sink_session *s)
 	if (s->delay != NULL)
 		event_free(s->delay);
 	free(s->hdr);
-	if (s->bev != NULL)
-		bufferevent_free(s->bev);
+	stream_close(&s->st); /* under TLS, the last records still go out */
 	free(s);
 }
 
@@ -962,11 +959,15 @@ sink_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 
 	bench_tcp_nodelay(fd);
 	s = calloc(1, sizeof(*s));
-	if (s == NULL)
-		goto fail;
-	s->bev = bufferevent_socket_new(k->base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (s->bev == NULL)
-		goto fail;
+	if (s == NULL) {
+		evutil_closesocket(fd);
+		return;
+	}
+	if (stream_open(&s->st, k->base, fd, sink_session_read, sink_session_drained,
+	                sink_session_event, s) < 0) {
+		free(s); /* the stream has closed fd */
+		return;
+	}
 	s->sink = k;
 	s->id = ++k->next_id;
 	s->state = SINK_STATE_COMMAND;
@@ -977,19 +978,13 @@ sink_accept(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
 		k->st.active_max = k->st.active;
 	tv.tv_sec = (time_t)k->cfg.timeout;
 	tv.tv_usec = (suseconds_t)((k->cfg.timeout - (double)tv.tv_sec) * 1e6);
-	bufferevent_set_timeouts(s->bev, &tv, &tv);
-	bufferevent_set_max_single_read(s->bev, SINK_READ_MAX);
+	stream_set_timeouts(&s->st, &tv, &tv);
 	/* A client that pipelines into a held (--delay) reply cannot make the input grow. */
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SINK_INPUT_MAX);
-	bufferevent_setcb(s->bev, sink_session_read, sink_session_write, sink_session_event, s);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "220 %s ESMTP petrel-bench sink\r\n",
+	stream_set_read_max(&s->st, SINK_INPUT_MAX);
+	evbuffer_add_printf(stream_output(&s->st), "220 %s ESMTP petrel-bench sink\r\n",
 	                    k->cfg.name);
-	return;
-fail:
-	if (s == NULL || s->bev == NULL)
-		evutil_closesocket(fd);
-	free(s);
+	/* Not a callback: a failed write is reported to sink_session_event() from the loop. */
+	(void)stream_flush(&s->st);
 }
 
 static void

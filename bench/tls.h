@@ -4,7 +4,7 @@
  * `sink --tls` (a certificate from files, or a self-signed one made in memory at startup).
  *
  * The caller owns every returned object (SSL_CTX_free, SSL_free) until it hands an SSL to
- * bufferevent_openssl_filter_new(), which then owns it (BEV_OPT_CLOSE_ON_FREE).
+ * stream_start_tls(), which then owns it (and frees it if it fails).
  */
 #ifndef PETREL_BENCH_TLS_H
 #define PETREL_BENCH_TLS_H
