@@ -724,6 +724,18 @@ sched_maybe_drained(struct scheduler *s)
 	}
 }
 
+/* u's attempt no longer holds a delivery slot (of the whole and of its destination). */
+static void
+sched_unit_release(struct scheduler *s, struct sched_unit *u)
+{
+	if (!u->inflight)
+		return;
+	u->inflight = false;
+	s->inflight--;
+	if (u->dest)
+		u->dest->inflight--;
+}
+
 /*
  * The attempt of a unit whose message was deleted (scheduler_delete) while it was under way is
  * over: log what happened, journal nothing, send no DSN, and free the message with its last unit.
@@ -736,12 +748,7 @@ sched_unit_discard(struct sched_unit *u)
 	struct sched_dest *d = u->dest;
 	size_t i;
 
-	if (u->inflight) {
-		u->inflight = false;
-		s->inflight--;
-		if (d)
-			d->inflight--;
-	}
+	sched_unit_release(s, u);
 	u->dest = NULL;
 	for (i = 0; u->txn_rcpts != NULL && i < u->nrcpts; i++)
 		sched_log_result(u, i, "ignored");
@@ -795,23 +802,13 @@ sched_unit_done(struct sched_unit *u)
 		free(fjbuf);
 		free(fails);
 		free(delays);
-		if (u->inflight) {
-			u->inflight = false;
-			s->inflight--;
-			if (d)
-				d->inflight--;
-		}
+		sched_unit_release(s, u);
 		u->dest = NULL;
 		sched_unit_schedule(s, u, sched_now_ms() + 60000);
 		return;
 	}
 
-	if (u->inflight) {
-		u->inflight = false;
-		s->inflight--;
-		if (d)
-			d->inflight--;
-	}
+	sched_unit_release(s, u);
 	u->dest = NULL;
 	if (u->txn.fd >= 0) {
 		close(u->txn.fd);
@@ -1665,12 +1662,7 @@ scheduler_shutdown(struct scheduler *s, void (*drained)(void *arg), void *arg)
 		if (u->dns != NULL) {
 			dns_cancel(u->dns);
 			u->dns = NULL;
-			if (u->inflight) {
-				u->inflight = false;
-				s->inflight--;
-				if (u->dest)
-					u->dest->inflight--;
-			}
+			sched_unit_release(s, u);
 		}
 	log_info("queue shutdown deliveries_in_flight=%u queued=%llu", s->inflight,
 	         (unsigned long long)s->stats.queued);
