@@ -658,7 +658,8 @@ control_summary_from_journal(const struct message *msg, const struct control_jou
 /* ---- show ---- */
 
 int
-control_show_load(int slotsfd, int statefd, const char *id, time_t now, struct control_show **out)
+control_show_load(int slotsfd, int statefd, const char *id, int64_t slot, time_t now,
+                  struct control_show **out)
 {
 	struct scheduler_msg_summary sum;
 	struct control_show *sh;
@@ -669,7 +670,8 @@ control_show_load(int slotsfd, int statefd, const char *id, time_t now, struct c
 	*out = NULL;
 	if ((sh = calloc(1, sizeof(*sh))) == NULL)
 		return -1;
-	if (spool_find(slotsfd, id, &sh->msg) == -1)
+	if ((slot >= 0 ? spool_read_at(slotsfd, (uint32_t)slot, id, &sh->msg)
+	               : spool_find(slotsfd, id, &sh->msg)) == -1)
 		goto fail;
 	if ((sh->j = control_journal_new(sh->msg->nrcpts)) == NULL ||
 	    (sh->active = calloc(sh->msg->nrcpts ? sh->msg->nrcpts : 1, sizeof(bool))) == NULL)
@@ -1242,14 +1244,19 @@ static void
 control_serve_show(struct control_conn *c, struct control_out *o, const char *id)
 {
 	struct control_show_ctx ctx = { .o = o, .rc = -1 };
+	/* The queue knows the message's slot: one file read, never a walk of the spool. */
+	int64_t slot = scheduler_msg_slot(c->srv->sched, id);
 
-	if (control_show_load(c->srv->slotsfd, c->srv->statefd, id, time(NULL), &ctx.sh) == -1) {
+	if (slot < 0 || control_show_load(c->srv->slotsfd, c->srv->statefd, id, slot, time(NULL),
+	                                  &ctx.sh) == -1) {
+		if (slot < 0)
+			errno = ENOENT;
 		evbuffer_add_printf(o->buf, "error: %s%s\n",
 		                    errno == ENOENT ? "no such message: " : "cannot read ",
 		                    errno == ENOENT ? id : strerror(errno));
 		return;
 	}
-	/* In the spool but not (or no longer) queued: show what the spool says. */
+	/* Not queued any more (out of memory in the lookup): show what the spool says. */
 	if (scheduler_lookup(c->srv->sched, id, control_show_cb, &ctx) == -1)
 		ctx.rc = control_format_show(o, ctx.sh, time(NULL));
 	control_show_free(ctx.sh);
@@ -1531,7 +1538,7 @@ control_cli_offline_show(int slotsfd, int statefd, const char *id)
 
 	if (buf == NULL)
 		fprintf(stderr, "petrel: out of memory\n");
-	else if (slotsfd < 0 || control_show_load(slotsfd, statefd, id, time(NULL), &sh) == -1)
+	else if (slotsfd < 0 || control_show_load(slotsfd, statefd, id, -1, time(NULL), &sh) == -1)
 		fprintf(stderr, "petrel: %s%s\n",
 		        slotsfd < 0 || errno == ENOENT ? "no such message: " : "cannot read ",
 		        slotsfd < 0 || errno == ENOENT ? id : strerror(errno));

@@ -1994,6 +1994,14 @@ scheduler_foreach(struct scheduler *s, scheduler_msg_cb cb, void *arg)
 	return n;
 }
 
+int64_t
+scheduler_msg_slot(struct scheduler *s, const char *id)
+{
+	struct sched_msg *m = sched_msg_find(s, id);
+
+	return m != NULL ? m->msg->spool_slot : -1;
+}
+
 int
 scheduler_lookup(struct scheduler *s, const char *id, scheduler_msg_cb cb, void *arg)
 {

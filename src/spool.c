@@ -1246,6 +1246,29 @@ spool_find(int slotsfd, const char *id, struct message **out)
 }
 
 int
+spool_read_at(int slotsfd, uint32_t slot, const char *id, struct message **out)
+{
+	char name[16];
+	int fd, rc, saved;
+
+	*out = NULL;
+	spool_slot_name(name, slot);
+	if ((fd = openat(slotsfd, name, O_RDONLY | O_CLOEXEC)) == -1)
+		return -1;
+	rc = spool_read_slot(fd, slot, out);
+	saved = errno;
+	close(fd);
+	if (rc == 0 && strcmp((*out)->id, id) != 0) {
+		message_free(*out);
+		*out = NULL;
+		rc = -1;
+		saved = ENOENT;
+	}
+	errno = rc == 0 ? 0 : saved == EINVAL ? ENOENT : saved;
+	return rc;
+}
+
+int
 spool_delete_stopped(int slotsfd, int statefd, const char *id)
 {
 	struct message *msg;

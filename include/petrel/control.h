@@ -153,8 +153,10 @@ struct control_show {
 };
 
 /* Read message <id> from its slot (envelope and header section, at most 64 KiB) and state/<id>
- * from directory fds, read-only. 0, or -1 (errno: ENOENT no such message, ENOMEM...). */
-int control_show_load(int slotsfd, int statefd, const char *id, time_t now,
+ * from directory fds, read-only: from slots/<slot> when the caller knows it (the daemon), else
+ * (slot -1) found by reading every slot's record. 0, or -1 (errno: ENOENT no such message,
+ * ENOMEM...). */
+int control_show_load(int slotsfd, int statefd, const char *id, int64_t slot, time_t now,
                       struct control_show **out);
 void control_show_free(struct control_show *sh);
 

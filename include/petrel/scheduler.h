@@ -124,6 +124,9 @@ typedef void (*scheduler_msg_cb)(void *arg, const struct scheduler_msg_summary *
  * in memory (no disk access). Returns the number of messages. */
 size_t scheduler_foreach(struct scheduler *s, scheduler_msg_cb cb, void *arg);
 
+/* The spool slot of queued message `id`, or -1 when it is not queued. */
+int64_t scheduler_msg_slot(struct scheduler *s, const char *id);
+
 /* Call cb for message `id` (with `live` filled). 0, or -1 (errno ENOENT: not queued; ENOMEM). */
 int scheduler_lookup(struct scheduler *s, const char *id, scheduler_msg_cb cb, void *arg);
 

@@ -133,6 +133,10 @@ long spool_recover(struct spool *sp, spool_message_cb cb, void *arg);
 long spool_list(int slotsfd, spool_message_cb cb, void *arg);
 int spool_find(int slotsfd, const char *id, struct message **out);
 
+/* The committed message id in slots/<slot> (the daemon knows where its messages are: no walk
+ * of the directory). 0, or -1 (errno ENOENT: the slot holds no such message). */
+int spool_read_at(int slotsfd, uint32_t slot, const char *id, struct message **out);
+
 /* Delete message id from a spool that no petrel runs on (the queue CLI): its slot is marked
  * free and state/<id> removed (statefd may be -1). 0, or -1 (errno: ENOENT none, EINVAL). */
 int spool_delete_stopped(int slotsfd, int statefd, const char *id);

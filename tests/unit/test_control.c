@@ -422,7 +422,7 @@ Test(control, show_from_spool, .init = setup, .fini = teardown)
 	           "1 delivered 1795471337 250 2.0.0 Ok\n- held 1795471338\n2 bounced 17954");
 	slotsfd = open_sub("slots");
 	sfd = open_sub("state");
-	cr_assert_eq(control_show_load(slotsfd, sfd, ID_A, 1795471400, &sh), 0, "%s",
+	cr_assert_eq(control_show_load(slotsfd, sfd, ID_A, -1, 1795471400, &sh), 0, "%s",
 	             strerror(errno));
 	cr_expect_eq(sh->state, SCHEDULER_MSG_HELD);
 	cr_expect_eq(sh->j->npending, 2, "the torn last line does not count");
@@ -479,23 +479,41 @@ Test(control, show_from_spool, .init = setup, .fini = teardown)
 	control_show_free(sh);
 
 	errno = 0;
-	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1);
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, -1, 0, &sh), -1);
 	cr_expect_eq(errno, ENOENT);
 	write_slot("0", SPOOL_SLOT_QUEUED, ID_B, "id " ID_B "\nfrom <>\n", 0);
-	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "malformed: no empty line");
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, -1, 0, &sh), -1,
+	             "malformed: no empty line");
 	write_slot("0", SPOOL_SLOT_QUEUED, ID_B,
 	           "id " ID_B "\nfrom <>\nrcpt <postmaster>\n\nSubject: torn\r\n", 1);
 	errno = 0;
-	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "torn: wrong checksum");
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, -1, 0, &sh), -1, "torn: wrong checksum");
 	cr_expect_eq(errno, ENOENT, "a torn slot was never acknowledged: no such message");
 	write_slot("0", SPOOL_SLOT_FREE, ID_B,
 	           "id " ID_B "\nfrom <>\nrcpt <postmaster>\n\nSubject: freed\r\n", 0);
 	errno = 0;
-	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 0, &sh), -1, "a free slot");
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, -1, 0, &sh), -1, "a free slot");
 	cr_expect_eq(errno, ENOENT);
 	errno = 0;
-	cr_expect_eq(control_show_load(slotsfd, sfd, "0660F8BF21F6B800", 0, &sh), -1, "not an id");
+	cr_expect_eq(control_show_load(slotsfd, sfd, "0660F8BF21F6B800", -1, 0, &sh), -1,
+	             "not an id");
 	cr_expect_eq(errno, EINVAL);
+
+	/* The daemon names the slot: it is read directly, and must hold that very message. */
+	cr_assert_eq(control_show_load(slotsfd, sfd, ID_A, 3, 1795471400, &sh), 0, "%s",
+	             strerror(errno));
+	cr_expect_str_eq(sh->msg->id, ID_A);
+	cr_expect_eq(sh->msg->spool_slot, 3);
+	control_show_free(sh);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_B, 3, 0, &sh), -1, "slots/3 holds ID_A");
+	cr_expect_eq(errno, ENOENT);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_A, 0, 0, &sh), -1, "slots/0 is free");
+	cr_expect_eq(errno, ENOENT);
+	errno = 0;
+	cr_expect_eq(control_show_load(slotsfd, sfd, ID_A, 77, 0, &sh), -1, "no slots/77");
+	cr_expect_eq(errno, ENOENT);
 	close(slotsfd);
 	close(sfd);
 	evbuffer_free(buf);
@@ -518,7 +536,7 @@ Test(control, show_long_header_section, .init = setup, .fini = teardown)
 	big[i + n] = '\0';
 	write_slot("0", SPOOL_SLOT_QUEUED, ID_A, big, 0);
 	slotsfd = open_sub("slots");
-	cr_assert_eq(control_show_load(slotsfd, -1, ID_A, 100, &sh), 0);
+	cr_assert_eq(control_show_load(slotsfd, -1, ID_A, -1, 100, &sh), 0);
 	cr_expect(sh->truncated);
 	cr_assert_eq(control_format_show(&o, sh, 100), 0);
 	text = take(buf);
