@@ -1088,8 +1088,8 @@ spool_open(struct event_base *base, const char *dir, enum config_durability dura
 	what = "open";
 	if ((sp->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1)
 		goto fail;
-	what = "use (it holds messages in queue/, the layout of an older petrel:\n"
-	       "deliver them with that version first)";
+	what = "use the old layout (messages in queue/: deliver them with the petrel that wrote "
+	       "them first) of";
 	if (spool_check_old_layout(sp->dirfd) == -1)
 		goto fail;
 	what = "create slots/ in";
