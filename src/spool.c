@@ -271,6 +271,24 @@ spool_mark_free(int fd)
 	return w == 1 ? 0 : -1;
 }
 
+/* Mark slots/<slot> free through a descriptor of its own (synced with `sync`). 0 or -1. */
+static int
+spool_slot_free_at(int slotsfd, uint32_t slot, bool sync)
+{
+	char name[16];
+	int fd, rc = 0, saved;
+
+	spool_slot_name(name, slot);
+	if ((fd = openat(slotsfd, name, O_WRONLY | O_CLOEXEC)) == -1)
+		return -1;
+	if (spool_mark_free(fd) == -1 || (sync && fsync(fd) == -1))
+		rc = -1;
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
 /* Put a free slot on the stack (fd: open, or -1). Past SPOOL_FREE_MAX its file goes. */
 static void
 spool_free_push(struct spool *sp, uint32_t slot, int fd, uint64_t size, bool unsynced)
@@ -1272,21 +1290,17 @@ int
 spool_delete_stopped(int slotsfd, int statefd, const char *id)
 {
 	struct message *msg;
-	char name[16];
-	int fd, rc = 0;
+	uint32_t slot;
 
 	if (spool_find(slotsfd, id, &msg) == -1)
 		return -1;
-	spool_slot_name(name, (uint32_t)msg->spool_slot);
+	slot = (uint32_t)msg->spool_slot;
 	message_free(msg);
-	if ((fd = openat(slotsfd, name, O_WRONLY | O_CLOEXEC)) == -1)
+	if (spool_slot_free_at(slotsfd, slot, true) == -1)
 		return -1;
-	if (spool_mark_free(fd) == -1 || fsync(fd) == -1)
-		rc = -1;
-	close(fd);
-	if (rc == 0 && statefd >= 0)
+	if (statefd >= 0)
 		unlinkat(statefd, id, 0);
-	return rc;
+	return 0;
 }
 
 int
@@ -1355,19 +1369,11 @@ spool_remove(struct spool *sp, struct message *msg, bool has_state)
 void
 spool_discard(struct spool *sp, const struct message *msg)
 {
-	char name[16];
-	int fd;
-
 	unlinkat(sp->statefd, msg->id, 0);
-	if (msg->spool_slot < 0)
-		return;
-	spool_slot_name(name, (uint32_t)msg->spool_slot);
-	if ((fd = openat(sp->slotsfd, name, O_WRONLY | O_CLOEXEC)) == -1 ||
-	    spool_mark_free(fd) == -1)
-		log_error("spool remove failed id=%s slot=%s/slots/%s error=\"%s\"", msg->id,
-		          sp->dir, name, strerror(errno));
-	if (fd >= 0)
-		close(fd);
+	if (msg->spool_slot >= 0 &&
+	    spool_slot_free_at(sp->slotsfd, (uint32_t)msg->spool_slot, false) == -1)
+		log_error("spool remove failed id=%s slot=%s/slots/%lld error=\"%s\"", msg->id,
+		          sp->dir, (long long)msg->spool_slot, strerror(errno));
 }
 
 int
