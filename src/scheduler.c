@@ -317,16 +317,10 @@ sched_msg_new(struct scheduler *s, struct message *msg)
 	}
 	m->msg = msg;
 	m->sched = s;
-	if (msg->fd >= 0 && s->kept_fds >= SCHED_KEPT_FDS) {
-		close(msg->fd); /* enough kept: this one opens its file when its turn comes */
-		msg->fd = -1;
-		if (msg->data_mem != NULL) {
-			evbuffer_free(msg->data_mem);
-			msg->data_mem = NULL;
-		}
-	} else if (msg->fd >= 0) {
+	if (msg->fd >= 0)
 		s->kept_fds++;
-	}
+	if (s->kept_fds > SCHED_KEPT_FDS)
+		sched_msg_drop_kept(s, m); /* enough kept: this one opens its file in its turn */
 	m->npending = (unsigned)msg->nrcpts;
 	m->priority = scheduler_priority(s->gen->cfg, msg);
 	m->expires_ms = ((uint64_t)msg->arrival.tv_sec + s->gen->cfg->max_lifetime) * 1000u;
@@ -451,6 +445,21 @@ sched_unit_new(struct scheduler *s, struct sched_msg *m, const char *domain, siz
 	return u;
 }
 
+/* The transaction's data source (a spool file descriptor, or its reference to the data in
+ * memory) goes: the attempt is over. */
+static void
+sched_txn_release(struct sched_unit *u)
+{
+	if (u->txn.fd >= 0) {
+		close(u->txn.fd);
+		u->txn.fd = -1;
+	}
+	if (u->txn.mem != NULL) {
+		evbuffer_free(u->txn.mem);
+		u->txn.mem = NULL;
+	}
+}
+
 static void
 sched_unit_free(struct scheduler *s, struct sched_unit *u)
 {
@@ -461,10 +470,7 @@ sched_unit_free(struct scheduler *s, struct sched_unit *u)
 	if (u->next)
 		u->next->prev = u->prev;
 	queue_remove(&s->heap, &u->qi);
-	if (u->txn.fd >= 0)
-		close(u->txn.fd);
-	if (u->txn.mem != NULL)
-		evbuffer_free(u->txn.mem);
+	sched_txn_release(u);
 	u->m->nunits--;
 	sched_gen_free(u->gen);
 	free(u->txn_rcpts);
@@ -810,14 +816,7 @@ sched_unit_done(struct sched_unit *u)
 
 	sched_unit_release(s, u);
 	u->dest = NULL;
-	if (u->txn.fd >= 0) {
-		close(u->txn.fd);
-		u->txn.fd = -1;
-	}
-	if (u->txn.mem != NULL) {
-		evbuffer_free(u->txn.mem);
-		u->txn.mem = NULL;
-	}
+	sched_txn_release(u);
 	stats_delivery_attempt();
 	for (i = 0; i < u->nrcpts; i++) {
 		unsigned idx = u->rcpts[i];
